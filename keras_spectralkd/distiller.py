@@ -1,0 +1,349 @@
+"""`Distiller`: trains a student from a frozen teacher with SpectralKD (SPEC.md section 3).
+
+    L = (1 - alpha) * CE_ls(z_s, y) + alpha * KD(z_s, z_t) + beta * spectral_weight * L_spectral
+
+It is a `keras.Model`: compile it, `fit` it, and every Keras feature keeps working (callbacks,
+metrics, `tf.distribute`, `keras.distribution`, all three backends), because only `call`,
+`compute_loss` and `compute_metrics` are overridden, never `train_step`.
+
+The backbone protocol (SPEC.md 1, `keras_spectralkd.models.backbone`): a model used for the
+spectral term offers `forward_intermediates(images, indices, training) -> (logits, maps)` with
+(B, h, w, C) maps in the order of `indices`, and preferably `feature_info` (a list of dicts with
+`num_chs` and `grid`), which lets the Distiller check the layer pairs when it is built instead of
+failing inside a step. For modes `"none"`, `"soft"` and `"hard"` without layer pairs any
+classifier that maps images to logits works.
+"""
+
+import keras
+from keras import ops
+
+from keras_spectralkd import spectral
+
+MODES = ("soft", "hard", "fft", "none")
+
+
+def _scale_for_replicas(value):
+    """Divides by the replica count under `tf.distribute` (SPEC.md 9), else the identity.
+
+    Each replica's gradient is summed across replicas by `tf.distribute`; a per-replica mean loss
+    divided by the replica count makes that sum the global mean.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            return value / float(replicas)
+    return value
+
+
+def _check_number(name, value, low=None, high=None, low_open=False):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a number; got {value!r}.") from None
+    if low is not None and (value < low or (low_open and value == low)):
+        bound = f"> {low}" if low_open else f">= {low}"
+        if high is not None:
+            bound = f"in [{low}, {high}]"
+        raise ValueError(f"`{name}` must be {bound}; got {value!r}.")
+    if high is not None and value > high:
+        raise ValueError(f"`{name}` must be in [{low}, {high}]; got {value!r}.")
+    return value
+
+
+def normalize_layer_pairs(layer_pairs):
+    """Checks `[(student_unit, teacher_unit), ...]`; returns a list of int tuples.
+
+    Both unit lists must be strictly increasing (the reference sorts each list and pairs them by
+    position; we take explicit pairs and reject anything that sorting would silently reorder).
+    """
+    if layer_pairs is None:
+        return []
+    if isinstance(layer_pairs, str):
+        raise ValueError(
+            f"`layer_pairs` must be a list of (student_unit, teacher_unit) pairs; got the string "
+            f"{layer_pairs!r} (parse flag values with "
+            "keras_spectralkd.analysis.parse_layer_pairs)."
+        )
+    pairs = []
+    for pair in layer_pairs:
+        try:
+            student_unit, teacher_unit = pair
+            if isinstance(student_unit, bool) or isinstance(teacher_unit, bool):
+                raise TypeError
+            if int(student_unit) != student_unit or int(teacher_unit) != teacher_unit:
+                raise TypeError
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Each layer pair must be (student_unit, teacher_unit) with two ints; got {pair!r} "
+                f"in layer_pairs={list(layer_pairs)!r}."
+            ) from None
+        if student_unit < 0 or teacher_unit < 0:
+            raise ValueError(f"Unit indices are 0-based and non-negative; got pair {tuple(pair)}.")
+        pairs.append((int(student_unit), int(teacher_unit)))
+    for side, position in (("student", 0), ("teacher", 1)):
+        units = [pair[position] for pair in pairs]
+        if len(set(units)) != len(units):
+            raise ValueError(f"Duplicated {side} units in layer_pairs={pairs}; each unit pairs once.")
+        if units != sorted(units):
+            raise ValueError(
+                f"The {side} units of layer_pairs={pairs} are not increasing; list the pairs in "
+                "order, with both student and teacher units increasing."
+            )
+    return pairs
+
+
+def _unit_info(model, role):
+    """`model.feature_info` if the model has one, else None."""
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        return None
+    return list(info)
+
+
+@keras.saving.register_keras_serializable(package="keras_spectralkd")
+class Distiller(keras.Model):
+    """SpectralKD distillation of `student` from a frozen `teacher`.
+
+    Args:
+        teacher: the teacher model (frozen here, run in inference mode, no gradient). May be None
+            only for `mode="none"`.
+        student: the student model; the only trainable part.
+        layer_pairs: `[(student_unit, teacher_unit), ...]` (0-based, both increasing), the maps
+            aligned by the spectral loss; None or [] for no spectral term. SPEC.md 4 lists the
+            paper's pairs; `keras_spectralkd.analysis.select_layer_pairs` derives them.
+        mode: `"soft"` (CE + soft KD + spectral), `"hard"` (CE + hard KD + spectral), `"fft"`
+            ((1 - alpha) CE + spectral, no logit KD) or `"none"` (CE only, full weight).
+        alpha: weight of the logit KD term, in [0, 1]; CE gets (1 - alpha).
+        beta: global weight of the spectral term (>= 0).
+        spectral_weight: `w_fft`, the spectral term's weight (>= 0); 0.2 for DeiT students, 0.05
+            for Swin (SPEC.md 4).
+        temperature: soft-KD temperature tau (> 0).
+        label_smoothing: label smoothing of the CE term, in [0, 1).
+
+    Soft KD is `tau^2 * KL(softmax(z_t / tau) || softmax(z_s / tau))` summed over classes and
+    averaged over the batch (PyTorch `reduction="batchmean"`, as the SpectralKD reference). DeiT's
+    own code divides by batch * classes instead, i.e. its KD term is `num_classes` times smaller.
+
+    Labels may be integer class ids (B,) or one-hot / soft targets (B, K) (e.g. from MixUp);
+    smoothing is applied to both: `(1 - ls) * y + ls / K`.
+
+    Logged metrics: `loss` (total), `ce_loss`, `kd_loss`, `spectral_loss` and one
+    `spectral_loss_pair_{i}` per pair (in the order of `layer_pairs`), plus compiled metrics on
+    the student's logits. `evaluate` and `predict` use the student only; the evaluation loss is
+    the plain cross-entropy (no smoothing), as the reference evaluates.
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        layer_pairs=None,
+        mode="soft",
+        alpha=0.9,
+        beta=1.0,
+        spectral_weight=0.2,
+        temperature=1.0,
+        label_smoothing=0.1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
+        self.mode = mode
+        self.alpha = _check_number("alpha", alpha, 0.0, 1.0)
+        self.beta = _check_number("beta", beta, 0.0)
+        self.spectral_weight = _check_number("spectral_weight", spectral_weight, 0.0)
+        self.temperature = _check_number("temperature", temperature, 0.0, low_open=True)
+        self.label_smoothing = _check_number("label_smoothing", label_smoothing, 0.0)
+        if self.label_smoothing >= 1.0:
+            raise ValueError(f"`label_smoothing` must be in [0, 1); got {label_smoothing!r}.")
+        if student is None:
+            raise ValueError("`student` is required; got None.")
+        if teacher is None and mode != "none":
+            raise ValueError(f"mode={mode!r} needs a teacher; got teacher=None.")
+        self.layer_pairs = normalize_layer_pairs(layer_pairs)
+        if mode == "none" and self.layer_pairs:
+            raise ValueError(
+                f"mode='none' trains with cross-entropy only, but layer_pairs={self.layer_pairs} "
+                "were given; drop them or pick mode 'fft', 'soft' or 'hard'."
+            )
+        if mode == "fft" and not self.layer_pairs:
+            raise ValueError("mode='fft' needs at least one layer pair; got layer_pairs=[].")
+        if self.layer_pairs:
+            self._check_pairs_against_models(teacher, student)
+
+        self.teacher = teacher
+        self.student = student
+        if teacher is not None:
+            teacher.trainable = False
+
+        self.ce_tracker = keras.metrics.Mean(name="ce_loss")
+        self.kd_tracker = keras.metrics.Mean(name="kd_loss")
+        self.spectral_tracker = keras.metrics.Mean(name="spectral_loss")
+        self.pair_trackers = [
+            keras.metrics.Mean(name=f"spectral_loss_pair_{i}") for i in range(len(self.layer_pairs))
+        ]
+
+    # === Validation ===
+    def _check_pairs_against_models(self, teacher, student):
+        for role, model in (("teacher", teacher), ("student", student)):
+            if not hasattr(model, "forward_intermediates"):
+                raise ValueError(
+                    f"layer_pairs={self.layer_pairs} need feature maps, but the {role} "
+                    f"{getattr(model, 'name', model)!r} has no `forward_intermediates`; use a "
+                    "keras_spectralkd backbone or drop the pairs."
+                )
+        student_info = _unit_info(student, "student")
+        teacher_info = _unit_info(teacher, "teacher")
+        for pair in self.layer_pairs:
+            for role, info, unit in (
+                ("student", student_info, pair[0]),
+                ("teacher", teacher_info, pair[1]),
+            ):
+                if info is not None and unit >= len(info):
+                    raise ValueError(
+                        f"Layer pair {pair}: {role} unit {unit} is out of range; the {role} has "
+                        f"{len(info)} units (0..{len(info) - 1})."
+                    )
+            if student_info is None or teacher_info is None:
+                continue
+            s_info, t_info = student_info[pair[0]], teacher_info[pair[1]]
+            s_shape = tuple(s_info.get("grid", (None, None))) + (s_info.get("num_chs"),)
+            t_shape = tuple(t_info.get("grid", (None, None))) + (t_info.get("num_chs"),)
+            spectral.check_pair_shapes((None,) + s_shape, (None,) + t_shape, pair)
+
+    # === Forward ===
+    @property
+    def student_units(self):
+        return [pair[0] for pair in self.layer_pairs]
+
+    @property
+    def teacher_units(self):
+        return [pair[1] for pair in self.layer_pairs]
+
+    def call(self, inputs, training=False):
+        """The student's logits; in training, a dict `{"logits", "maps"}` from ONE forward pass
+        (the maps are the student units of `layer_pairs`)."""
+        if not training:
+            return self.student(inputs, training=False)
+        if self.layer_pairs:
+            logits, maps = self.student.forward_intermediates(
+                inputs, indices=self.student_units, training=True
+            )
+            return {"logits": logits, "maps": list(maps)}
+        return {"logits": self.student(inputs, training=True), "maps": []}
+
+    def _teacher_outputs(self, x):
+        if self.layer_pairs:
+            logits, maps = self.teacher.forward_intermediates(
+                x, indices=self.teacher_units, training=False
+            )
+        else:
+            logits, maps = self.teacher(x, training=False), []
+        return ops.stop_gradient(logits), [ops.stop_gradient(m) for m in maps]
+
+    # === Loss ===
+    def _targets(self, y, num_classes, smoothing):
+        y = ops.convert_to_tensor(y)
+        if len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[-1] == 1):
+            y = ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), num_classes)
+        elif len(y.shape) != 2 or y.shape[-1] != num_classes:
+            raise ValueError(
+                f"Labels must be class ids (B,) or targets (B, {num_classes}); got shape "
+                f"{tuple(y.shape)}."
+            )
+        y = ops.cast(y, "float32")
+        if smoothing:
+            y = (1.0 - smoothing) * y + smoothing / num_classes
+        return y
+
+    @staticmethod
+    def _cross_entropy(targets, logits):
+        return ops.mean(-ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1))
+
+    def _kd_loss(self, student_logits, teacher_logits):
+        if self.mode == "hard":
+            teacher_labels = ops.one_hot(ops.argmax(teacher_logits, axis=-1), student_logits.shape[-1])
+            return self._cross_entropy(ops.cast(teacher_labels, "float32"), student_logits)
+        tau = self.temperature
+        teacher_log_probs = ops.log_softmax(teacher_logits / tau, axis=-1)
+        student_log_probs = ops.log_softmax(student_logits / tau, axis=-1)
+        kl = ops.sum(ops.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
+        return (tau * tau) * ops.mean(kl)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if sample_weight is not None:
+            raise ValueError(
+                "Distiller does not support sample_weight (the reference has none); got one."
+            )
+        if y is None:
+            raise ValueError("Distiller needs labels: fit/evaluate it on (images, labels) data.")
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        if not isinstance(y_pred, dict):  # inference: the student alone, plain CE
+            logits = ops.cast(y_pred, "float32")
+            loss = self._cross_entropy(self._targets(y, logits.shape[-1], 0.0), logits)
+            return _scale_for_replicas(loss)
+
+        logits = ops.cast(y_pred["logits"], "float32")
+        targets = self._targets(y, logits.shape[-1], self.label_smoothing)
+        ce = self._cross_entropy(targets, logits)
+        zero = ops.zeros((), "float32")
+        kd, spectral_loss, pair_losses = zero, zero, []
+        if self.mode == "none":
+            total = ce
+        else:
+            teacher_logits, teacher_maps = self._teacher_outputs(x)
+            total = (1.0 - self.alpha) * ce
+            if self.mode in ("soft", "hard"):
+                kd = self._kd_loss(logits, ops.cast(teacher_logits, "float32"))
+                total = total + self.alpha * kd
+            if self.layer_pairs:
+                spectral_loss, pair_losses = spectral.spectral_alignment_loss(
+                    y_pred["maps"], teacher_maps, return_pair_losses=True
+                )
+                total = total + (self.beta * self.spectral_weight) * spectral_loss
+        batch = ops.shape(logits)[0]
+        self.ce_tracker.update_state(ce, sample_weight=batch)
+        self.kd_tracker.update_state(kd, sample_weight=batch)
+        self.spectral_tracker.update_state(spectral_loss, sample_weight=batch)
+        for tracker, value in zip(self.pair_trackers, pair_losses):
+            tracker.update_state(value, sample_weight=batch)
+        return _scale_for_replicas(total)
+
+    # === Metrics ===
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        training = isinstance(y_pred, dict)
+        logits = y_pred["logits"] if training else y_pred
+        results = super().compute_metrics(x, y, logits, sample_weight=sample_weight)
+        terms = [self.ce_tracker, self.kd_tracker, self.spectral_tracker] + self.pair_trackers
+        if not training:  # evaluation runs the student alone: the KD terms mean nothing there
+            for tracker in terms:
+                results.pop(tracker.name, None)
+        return results
+
+    # === Config ===
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            teacher=None if self.teacher is None else keras.saving.serialize_keras_object(self.teacher),
+            student=keras.saving.serialize_keras_object(self.student),
+            layer_pairs=[list(pair) for pair in self.layer_pairs],
+            mode=self.mode,
+            alpha=self.alpha,
+            beta=self.beta,
+            spectral_weight=self.spectral_weight,
+            temperature=self.temperature,
+            label_smoothing=self.label_smoothing,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("teacher", "student"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
