@@ -108,8 +108,9 @@ class Backbone(keras.Model):
         """
         wanted = normalize_indices(indices, self.num_units)
         if self._feature_model is None:
+            inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
             model = keras.Model(
-                inputs=self.inputs,
+                inputs=inputs,
                 outputs=[self.outputs[0]] + self._unit_outputs,
                 name=f"{self.name}_features",
             )
