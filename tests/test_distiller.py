@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import reference_torch as ref
+from keras_spectralkd.reference import torch_objective as ref
 from keras_spectralkd import Distiller
 from tiny_backbone import TinyBackbone
 

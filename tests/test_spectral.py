@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference_torch as ref
+from keras_spectralkd.reference import torch_objective as ref
 from backend_grad import jit, value_and_grads
 from keras_spectralkd import spectral
 

@@ -1,4 +1,4 @@
-"""The SpectralKD reference objective written in PyTorch: the test oracle (SPEC.md 2 and 3).
+"""The SpectralKD reference objective written in PyTorch: the oracle of the tests and the baseline of
 
 Written from the paper and its public code's formulas, in the reference's own layout (NCHW),
 so that our channels-last keras.ops implementation is checked against an independent one.

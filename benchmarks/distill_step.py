@@ -1,0 +1,293 @@
+"""One full SpectralKD training step, timed side by side: the PyTorch reference vs ours.
+
+Contenders (each in its own process, since a Keras backend is fixed per process):
+- `reference`: timm models + SPEC.md 3's objective in PyTorch (keras_spectralkd.reference),
+  AdamW, the teacher under `torch.no_grad()` (as the public code);
+- `tensorflow`: our Distiller, `jit_compile=True` (XLA);
+- `jax`: our Distiller (always jitted);
+- `torch`: our Distiller on the Keras torch backend (eager).
+
+Student in training mode with AdamW, teacher in inference, SPEC.md 4's pairs, soft mode, random
+weights and images (the speed does not depend on the values). Prints median s/step, images/s,
+the ratio to the reference, the peak RSS of the process, and the spectral loss's share of the
+step (its forward + backward timed alone on maps of the same shapes).
+
+Run (as in docs/performance.md):
+
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 \
+        python benchmarks/distill_step.py --pair deit --batch_sizes 16,32
+
+    python benchmarks/distill_step.py --pair swin --batch_sizes 16
+    python benchmarks/distill_step.py --dtype mixed_bfloat16 --contenders reference,jax,tensorflow
+    python benchmarks/distill_step.py --device gpu --batch_sizes 128 --dtype mixed_bfloat16
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+PAIRS = {
+    # student, teacher, layer pairs (student, teacher), spectral weight: SPEC.md 4.
+    "deit": (
+        "deit_tiny_patch16_224",
+        "cait_s24_224",
+        list(zip([0, 1, 6, 7, 8, 9, 10, 11], [0, 1, 18, 19, 20, 21, 22, 23])),
+        0.2,
+    ),
+    "swin": (
+        "swin_tiny_patch4_window7_224",
+        "swin_small_patch4_window7_224",
+        [(0, 0), (1, 1), (2, 2), (3, 3)],
+        0.05,
+    ),
+}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def peak_rss_mb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def timed(step, warmup, steps, sync=lambda: None):
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# === The PyTorch reference ===
+def run_reference(args):
+    import timm
+    import torch
+
+    from keras_spectralkd.reference import torch_objective as ref
+
+    device = "cuda" if args.device == "gpu" else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(args.threads)
+    student_name, teacher_name, pairs, weight = PAIRS[args.pair]
+    student = timm.create_model(student_name, pretrained=False).to(device).train()
+    teacher = timm.create_model(teacher_name, pretrained=False).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=5e-4, weight_decay=0.05, eps=1e-8)
+    s_units, t_units = [p[0] for p in pairs], [p[1] for p in pairs]
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(args.batch, 3, 224, 224, generator=generator).to(device)
+    labels = torch.randint(0, 1000, (args.batch,), generator=generator).to(device)
+    bf16 = args.dtype == "mixed_bfloat16"
+
+    def forward(model, units):
+        # timm's default output_fmt is NCHW for every family, the reference loss's layout.
+        final, maps = model.forward_intermediates(images, indices=units)
+        return model.forward_head(final), maps
+
+    def losses():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                t_logits, t_maps = forward(teacher, t_units)
+            s_logits, s_maps = forward(student, s_units)
+        terms = ref.objective(
+            s_logits.float(), t_logits.float(), labels, [m.float() for m in s_maps],
+            [m.float() for m in t_maps], mode="soft", spectral_weight=weight,
+        )
+        return terms["total"]
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        losses().backward()
+        optimizer.step()
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    seconds = timed(step, args.warmup, args.steps, sync)
+
+    # The spectral loss alone, forward + backward, on maps of the same shapes.
+    with torch.no_grad():
+        _, s_maps = forward(student, s_units)
+        _, t_maps = forward(teacher, t_units)
+    s_maps = [m.float().detach().requires_grad_(True) for m in s_maps]
+    t_maps = [m.float().detach() for m in t_maps]
+
+    def spectral_step():
+        total, _ = ref.spectral_alignment_loss(s_maps, t_maps)
+        total.backward()
+
+    spectral_seconds = timed(spectral_step, 2, max(args.steps, 5), sync)
+    return {"seconds": seconds, "spectral_seconds": spectral_seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+# === Ours ===
+def run_keras(args):
+    import keras
+    import numpy as np
+
+    from keras_spectralkd import Distiller, models, spectral
+
+    backend = keras.backend.backend()
+    if args.dtype != "float32":
+        keras.config.set_dtype_policy(args.dtype)
+    student_name, teacher_name, pairs, weight = PAIRS[args.pair]
+    keras.utils.set_random_seed(0)
+    student = models.create(student_name)
+    teacher = models.create(teacher_name)
+    distiller = Distiller(teacher, student, layer_pairs=pairs, mode="soft", spectral_weight=weight)
+    optimizer = keras.optimizers.AdamW(5e-4, weight_decay=0.05, epsilon=1e-8)
+    if args.dtype == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    distiller.compile(optimizer=optimizer, jit_compile=backend != "torch" or args.torch_compile)
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((args.batch, 224, 224, 3)).astype("float32")
+    labels = rng.integers(0, 1000, (args.batch,))
+
+    losses = []
+
+    def step():
+        logs = distiller.train_on_batch(images, labels, return_dict=True)
+        losses.append(float(logs["loss"]))
+
+    seconds = timed(step, args.warmup, args.steps)
+
+    # The spectral loss alone, forward + backward, jitted like the step.
+    s_units, t_units = [p[0] for p in pairs], [p[1] for p in pairs]
+    _, s_maps = student.forward_intermediates(images[: args.batch], s_units)
+    _, t_maps = teacher.forward_intermediates(images[: args.batch], t_units)
+    s_maps = [keras.ops.convert_to_numpy(keras.ops.cast(m, "float32")) for m in s_maps]
+    t_maps = [keras.ops.convert_to_numpy(keras.ops.cast(m, "float32")) for m in t_maps]
+    spectral_step = _spectral_value_and_grad(backend, spectral.spectral_alignment_loss, s_maps, t_maps)
+    spectral_seconds = timed(spectral_step, 2, max(args.steps, 5))
+    return {
+        "seconds": seconds,
+        "spectral_seconds": spectral_seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "loss": losses[0],
+    }
+
+
+def _spectral_value_and_grad(backend, loss_fn, s_maps, t_maps):
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        s_vars = [tf.Variable(m) for m in s_maps]
+        t_consts = [tf.constant(m) for m in t_maps]
+
+        @tf.function(jit_compile=True)
+        def grads():
+            with tf.GradientTape() as tape:
+                loss = loss_fn(s_vars, t_consts)
+            return tape.gradient(loss, s_vars)
+
+        return lambda: [g.numpy() for g in grads()][:1]
+    if backend == "jax":
+        import jax
+
+        fn = jax.jit(jax.grad(lambda s, t: loss_fn(s, t)))
+        s_arrays, t_arrays = [jax.numpy.asarray(m) for m in s_maps], [jax.numpy.asarray(m) for m in t_maps]
+        return lambda: jax.block_until_ready(fn(s_arrays, t_arrays))
+    import torch
+
+    s_tensors = [torch.tensor(m, requires_grad=True) for m in s_maps]
+    t_tensors = [torch.tensor(m) for m in t_maps]
+    return lambda: loss_fn(s_tensors, t_tensors).backward()
+
+
+# === Driver ===
+def child(args):
+    result = run_reference(args) if args.contender == "reference" else run_keras(args)
+    print("RESULT " + json.dumps(result))
+
+
+def parent(args):
+    rows = []
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        for contender in args.contenders.split(","):
+            env = dict(os.environ)
+            env.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
+            env.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
+            env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+            if contender != "reference":
+                env["KERAS_BACKEND"] = contender
+            if args.device == "cpu":
+                env["CUDA_VISIBLE_DEVICES"] = ""
+                env["JAX_PLATFORMS"] = "cpu"
+                env["OMP_NUM_THREADS"] = str(args.threads)
+            command = [
+                sys.executable, os.path.abspath(__file__), "--child", "--contender", contender,
+                "--batch", str(batch), "--pair", args.pair, "--steps", str(args.steps),
+                "--warmup", str(args.warmup), "--dtype", args.dtype, "--device", args.device,
+                "--threads", str(args.threads),
+            ] + (["--torch_compile"] if args.torch_compile else [])
+            print(f"[{args.pair} b{batch}] {contender} ...", file=sys.stderr, flush=True)
+            started = time.time()
+            proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                print(f"  failed ({proc.returncode}):\n{proc.stderr[-2500:]}", file=sys.stderr)
+                rows.append((batch, contender, None))
+                continue
+            result = json.loads(lines[-1][len("RESULT "):])
+            print(f"  {result['seconds']:.3f} s/step ({time.time() - started:.0f} s total)",
+                  file=sys.stderr)
+            rows.append((batch, contender, result))
+    print_table(args, rows)
+
+
+def print_table(args, rows):
+    student, teacher, pairs, _ = PAIRS[args.pair]
+    print(f"\nSpectralKD training step: {student} <- {teacher}, {len(pairs)} pairs, soft mode, "
+          f"{args.dtype}, {args.device}, {args.threads} threads, median of {args.steps} steps")
+    header = (f"| batch | contender | s/step | img/s | vs reference | peak RSS (MB) "
+              f"| spectral share | first loss |")
+    print(header)
+    print("|" + "---|" * 8)
+    reference = {b: r for b, c, r in rows if c == "reference" and r}
+    for batch, contender, result in rows:
+        if result is None:
+            print(f"| {batch} | {contender} | failed | | | | | |")
+            continue
+        ips = batch / result["seconds"]
+        ratio = ""
+        if batch in reference:
+            ratio = f"{reference[batch]['seconds'] / result['seconds']:.2f}x"
+        share = 100.0 * result["spectral_seconds"] / result["seconds"]
+        loss = f"{result['loss']:.4f}" if "loss" in result else ""
+        print(f"| {batch} | {contender} | {result['seconds']:.3f} | {ips:.1f} | {ratio} "
+              f"| {result['peak_rss_mb']:.0f} | {share:.1f}% | {loss} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pair", choices=sorted(PAIRS), default="deit")
+    parser.add_argument("--batch_sizes", default="16,32")
+    parser.add_argument("--contenders", default="reference,tensorflow,jax,torch")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--dtype", default="float32",
+                        choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--torch_compile", action="store_true",
+                        help="jit_compile=True on the Keras torch backend (torch.compile)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--contender", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+    else:
+        parent(args)
+
+
+if __name__ == "__main__":
+    main()
