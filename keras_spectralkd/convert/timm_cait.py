@@ -1,0 +1,51 @@
+"""timm `Cait` state dicts -> `models.cait.CaiT` weights.
+
+timm name -> our variable (torch Linear weights transposed, see `timm_vit` for the shared parts):
+
+    cls_token, pos_embed (1,N,C), patch_embed.proj.*     as in ViT (pos table on patches only)
+    blocks.{i}.norm{1,2}.*                               blocks_{i}.norm{1,2}.{gamma,beta}
+    blocks.{i}.attn.{qkv,proj,proj_l,proj_w}.*           blocks_{i}.attn.{...}.{kernel,bias}
+    blocks.{i}.gamma_{1,2} (C,)                          blocks_{i}.gamma_{1,2}.gamma
+    blocks.{i}.mlp.fc{1,2}.*                             blocks_{i}.mlp.fc{1,2}.*
+    blocks_token_only.{j}.attn.{q,k,v,proj}.*            blocks_token_only_{j}.attn.{q,k,v,proj}
+    blocks_token_only.{j}.{norm1,norm2,gamma_1,gamma_2,mlp}   same, as above
+    norm.*, head.*                                       norm, head
+"""
+
+from keras_spectralkd.convert.timm import register_converter
+from keras_spectralkd.convert.timm_vit import (
+    copy_dense,
+    copy_head,
+    copy_layer_norm,
+    copy_mlp,
+    copy_stem,
+)
+
+
+def _copy_layer_scales(weight_map, block, prefix):
+    weight_map.copy(block.gamma_1.gamma, f"{prefix}.gamma_1")
+    weight_map.copy(block.gamma_2.gamma, f"{prefix}.gamma_2")
+
+
+@register_converter("cait")
+def convert_cait(weight_map, model):
+    copy_stem(weight_map, model)
+    for index in range(model.depth):
+        block = model.get_layer(f"blocks_{index}")
+        prefix = f"blocks.{index}"
+        copy_layer_norm(weight_map, block.norm1, f"{prefix}.norm1")
+        for name in ("qkv", "proj", "proj_l", "proj_w"):
+            copy_dense(weight_map, getattr(block.attn, name), f"{prefix}.attn.{name}")
+        copy_layer_norm(weight_map, block.norm2, f"{prefix}.norm2")
+        copy_mlp(weight_map, block.mlp, f"{prefix}.mlp")
+        _copy_layer_scales(weight_map, block, prefix)
+    for index in range(model.depth_token_only):
+        block = model.get_layer(f"blocks_token_only_{index}")
+        prefix = f"blocks_token_only.{index}"
+        copy_layer_norm(weight_map, block.norm1, f"{prefix}.norm1")
+        for name in ("q", "k", "v", "proj"):
+            copy_dense(weight_map, getattr(block.attn, name), f"{prefix}.attn.{name}")
+        copy_layer_norm(weight_map, block.norm2, f"{prefix}.norm2")
+        copy_mlp(weight_map, block.mlp, f"{prefix}.mlp")
+        _copy_layer_scales(weight_map, block, prefix)
+    copy_head(weight_map, model)

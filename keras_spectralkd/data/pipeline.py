@@ -1,0 +1,157 @@
+"""tf.data pipelines: per-epoch training streams (resumable) and evaluation streams.
+
+A training stream is built per epoch from `(seed, epoch)`: the shuffle order and every
+per-image random draw (crop, flip, RandAugment's choices) come from stateless seeds of
+`(seed, epoch, index)`, so epoch 7 is the same stream whether or not the run was restarted
+before it, and `skip_batches` drops already-trained batches BEFORE decoding and augmenting them.
+The Keras augmentation layers keep their own generators; with `deterministic=True` the per-image
+map runs sequentially so those draws are reproducible too (tests, the demo); with `False` (the
+recipes' default, for throughput) it runs in parallel and only their order may vary.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass
+class ImageData:
+    """A classification dataset ready for `keras_spectralkd.training.train`.
+
+    Attributes:
+        train: `(epoch, skip_batches) -> tf.data.Dataset` of (images (B, H, W, 3) float32,
+            labels (B,) int32 or soft targets (B, K)) global batches.
+        validation: a tf.data.Dataset of (images, labels) batches (last batch kept).
+        num_classes: K.
+        num_train_examples, num_validation_examples: dataset sizes.
+        batch_size: the global batch size.
+        steps_per_epoch: full training batches per epoch.
+        class_names: the class names in label order.
+        description: where the data came from (for logs).
+    """
+
+    train: object
+    validation: object
+    num_classes: int
+    num_train_examples: int
+    num_validation_examples: int
+    batch_size: int
+    steps_per_epoch: int
+    class_names: list
+    description: str = ""
+
+
+def epoch_seed(seed, epoch):
+    """The (2,) int64 stateless seed of one epoch."""
+    return tf.constant([int(seed), int(epoch)], tf.int64)
+
+
+def _distribution_options(dataset):
+    options = tf.data.Options()
+    # Under MultiWorkerMirroredStrategy each worker keeps every N-th element of its stream
+    # (our streams are not file-sharded, so shard by data).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def train_pipeline(
+    examples,
+    transform,
+    *,
+    batch_size,
+    num_examples,
+    epoch=0,
+    seed=0,
+    skip_batches=0,
+    shuffle_buffer=None,
+    repeated_augmentation=1,
+    batch_transform=None,
+    deterministic=True,
+    load=None,
+):
+    """One epoch of training batches.
+
+    Args:
+        examples: a tf.data.Dataset of (image, label); images encoded bytes or uint8 arrays.
+            Not shuffled yet (or shuffled only at the file level).
+        transform: `(image, seed) -> float32 image` (e.g. `TrainTransform`).
+        batch_size: global batch size; incomplete last batches are dropped.
+        num_examples: how many examples `examples` holds (sets the epoch's length).
+        epoch: the epoch number (seeds the shuffle and the augmentation).
+        seed: the run's seed.
+        skip_batches: leave out the first batches of this epoch (resuming mid-epoch).
+        shuffle_buffer: shuffle buffer size; None: the whole dataset (DeiT shuffles fully).
+        repeated_augmentation: DeiT's repeated augmentation (RASampler): each epoch draws
+            num_examples / k images and shows each k times, differently augmented, in the same
+            batch (DeiT uses k = 3 across its GPUs). 1: off.
+        batch_transform: `(images, labels, seed) -> (images, labels)` on batches (MixUp/CutMix).
+        deterministic: run the per-image map sequentially, making every draw reproducible.
+        load: `(item, label) -> (image, label)` run after shuffling and skipping, before the
+            transform (e.g. reading a file from its path, so the shuffle buffer holds paths).
+    Returns:
+        a tf.data.Dataset of (images (B, H, W, 3) float32, labels) batches.
+    """
+    if batch_size < 1 or int(batch_size) != batch_size:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    if repeated_augmentation < 1 or int(repeated_augmentation) != repeated_augmentation:
+        raise ValueError(
+            f"repeated_augmentation must be an integer >= 1; got {repeated_augmentation!r}."
+        )
+    steps = num_examples // batch_size
+    if steps < 1:
+        raise ValueError(
+            f"The dataset has {num_examples} examples, fewer than one batch of {batch_size}."
+        )
+    if not 0 <= skip_batches < steps:
+        raise ValueError(f"skip_batches must be in [0, {steps}); got {skip_batches!r}.")
+    base = epoch_seed(seed, epoch)
+    shuffle_seed = int(seed) * 1_000_003 + int(epoch)
+    dataset = examples.shuffle(
+        shuffle_buffer or num_examples, seed=shuffle_seed, reshuffle_each_iteration=False
+    )
+    k = int(repeated_augmentation)
+    if k > 1:
+        unique = -(-num_examples // k)
+        dataset = dataset.take(unique).flat_map(
+            lambda image, label: tf.data.Dataset.from_tensors((image, label)).repeat(k)
+        )
+    dataset = dataset.take(steps * batch_size)
+    dataset = dataset.enumerate().skip(skip_batches * batch_size)
+
+    def per_image(index, example):
+        image, label = example if load is None else load(*example)
+        image_seed = tf.random.experimental.stateless_fold_in(base, index)
+        return transform(image, image_seed), tf.cast(label, tf.int32)
+
+    if deterministic:
+        dataset = dataset.map(per_image)
+    else:
+        dataset = dataset.map(per_image, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    if batch_transform is not None:
+        batch_base = tf.random.experimental.stateless_fold_in(base, -1)
+        dataset = dataset.enumerate(start=skip_batches).map(
+            lambda index, batch: batch_transform(
+                batch[0], batch[1], tf.random.experimental.stateless_fold_in(batch_base, index)
+            ),
+        )
+    return _distribution_options(dataset.prefetch(AUTOTUNE))
+
+
+def eval_pipeline(examples, transform, *, batch_size, load=None):
+    """Evaluation batches: `transform(image)` per image, in order, last batch kept.
+
+    `load`: as in `train_pipeline`, run before the transform.
+    """
+    if batch_size < 1 or int(batch_size) != batch_size:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    if load is not None:
+        examples = examples.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = examples.map(
+        lambda image, label: (transform(image), tf.cast(label, tf.int32)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    return _distribution_options(dataset.batch(batch_size).prefetch(AUTOTUNE))
