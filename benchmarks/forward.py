@@ -6,7 +6,9 @@
 Times one forward pass (eval mode, batch `--batch_size`, the model's native size, float32,
 CPU) of timm's model (torch, eager, `inference_mode`; the reference) and of ours on each Keras
 backend with jit on: `jax.jit` of `stateless_call`, `tf.function(jit_compile=True)` (XLA), and
-for torch `torch.compile` next to plain eager (Keras' torch backend does not jit by itself).
+for torch plain eager under `inference_mode` (Keras' torch backend does not jit by itself;
+`--backends=...,torch-compile` adds `torch.compile`, which took 8 minutes to compile on a
+loaded 2-core machine and was not faster).
 A Keras backend is fixed per process, so every measurement runs in its own subprocess; the
 timm model's random weights are saved once and converted by every worker, which also reports
 its max abs logit difference to timm (a speed number of a wrong model is worthless).
@@ -29,8 +31,9 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls first (compilation included).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls; the table reports their median.")
 _BACKENDS = flags.DEFINE_list(
-    "backends", ["jax", "tensorflow", "torch", "torch-compile"],
-    "Which of ours to time: jax, tensorflow, torch (eager), torch-compile.",
+    "backends", ["jax", "tensorflow", "torch"],
+    "Which of ours to time: jax, tensorflow, torch (eager), torch-compile (minutes to compile "
+    "on 2 cores, and not faster than eager there, so not run by default).",
 )
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one measurement and print JSON.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Internal: where the reference files lie.")
@@ -191,4 +194,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Running from a checkout without installing: make the package importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     app.run(main)

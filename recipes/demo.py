@@ -46,7 +46,8 @@ class DemoConfig:
     train_size: int = 10_000
     validation_size: int = 2_000
     image_size: int = 28
-    patch_size: int = 4
+    # 7x7 patches: a 4x4 token grid, about 3.5x cheaper than 4x4 patches (7x7 grid) on CPU.
+    patch_size: int = 7
     batch_size: int = 128
     teacher_epochs: int = 6
     student_epochs: int = 5
@@ -54,7 +55,7 @@ class DemoConfig:
     warmup_epochs: int = 1
     teacher: dict = dataclasses.field(
         # CaiT's paper sets LayerScale to 0.1 for networks up to 18 blocks (1e-5 is for 24).
-        default_factory=lambda: dict(embed_dim=96, depth=6, num_heads=4, init_values=0.1)
+        default_factory=lambda: dict(embed_dim=128, depth=6, num_heads=4, init_values=0.1)
     )
     student: dict = dataclasses.field(
         default_factory=lambda: dict(embed_dim=48, depth=4, num_heads=3)
@@ -62,13 +63,14 @@ class DemoConfig:
     spectral_weight: float = 0.2
     profile_images: int = 512
     seed: int = 0
+    data_dir: str = None
     verbose: int = 2
 
     @classmethod
-    def quick(cls, output_dir):
+    def quick(cls, output_dir, data_dir=None):
         """A tiny version for tests: a few hundred images, one epoch, very small models."""
         return cls(
-            output_dir=output_dir, train_size=256, validation_size=128, batch_size=64,
+            output_dir=output_dir, data_dir=data_dir, train_size=256, validation_size=128, batch_size=64,
             teacher_epochs=1, student_epochs=1, warmup_epochs=0, profile_images=64,
             teacher=dict(embed_dim=32, depth=3, num_heads=2, init_values=0.1),
             student=dict(embed_dim=16, depth=2, num_heads=2), verbose=0,
@@ -129,6 +131,7 @@ def run_demo(config):
     data = fashion_mnist_data(
         image_size=config.image_size, batch_size=config.batch_size,
         train_size=config.train_size, validation_size=config.validation_size, seed=config.seed,
+        data_dir=config.data_dir,
     )
     _log(config, f"[demo] {data.description}; backend {keras.backend.backend()}.")
     common = dict(num_classes=data.num_classes, image_size=config.image_size,

@@ -1,8 +1,12 @@
 """Shared test setup. The backend comes from KERAS_BACKEND (CI runs the suite once per backend)."""
 
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# timm imports torchvision -> torch._dynamo -> triton, and importing triton after TensorFlow
+# crashes the process. CPU tests never need triton: torch treats a None module as absent.
+sys.modules.setdefault("triton", None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402

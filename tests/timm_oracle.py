@@ -74,16 +74,16 @@ def timm_outputs(timm_model, images, indices=None):
     """timm's logits and intermediate maps for NHWC numpy `images`, maps returned NHWC.
 
     Maps come from timm's own `forward_intermediates(..., output_fmt="NCHW")` (SPEC.md 1's
-    definition), logits from a plain forward.
+    definition); the logits from `forward_head` of the same pass (what `forward` computes,
+    without running the network twice).
     """
     import torch
 
     inputs = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     with torch.inference_mode():
-        logits = timm_model(inputs).numpy()
-        maps = timm_model.forward_intermediates(
-            inputs, indices=indices, output_fmt="NCHW", intermediates_only=True
-        )
+        features, maps = timm_model.forward_intermediates(inputs, indices=indices,
+                                                          output_fmt="NCHW")
+        logits = timm_model.forward_head(features).numpy()
     return logits, [m.numpy().transpose(0, 2, 3, 1) for m in maps]
 
 

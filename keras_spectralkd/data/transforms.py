@@ -94,12 +94,13 @@ def resize_shorter_and_center_crop(image, image_size, crop_pct=DEFAULT_CROP_PCT,
     in_h, in_w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
     # torchvision's Resize(int) scales the shorter side to int(size / crop_pct).
     target = float(math.floor(max(height, width) / crop_pct))
-    scale = target / tf.minimum(in_h, in_w)
-    new_h = tf.cast(tf.round(in_h * scale), tf.int32)
-    new_w = tf.cast(tf.round(in_w * scale), tf.int32)
+    # torchvision's Resize(int): the shorter side becomes `target`, the longer one
+    # int(target * long / short) (floored); the center crop offsets round half to even.
+    new_h = tf.cast(tf.where(in_h <= in_w, target, tf.floor(target * in_h / in_w)), tf.int32)
+    new_w = tf.cast(tf.where(in_w < in_h, target, tf.floor(target * in_w / in_h)), tf.int32)
     image = resize(image, tf.stack([new_h, new_w]), method)
-    top = (new_h - height) // 2
-    left = (new_w - width) // 2
+    top = tf.cast(tf.round(tf.cast(new_h - height, tf.float32) / 2.0), tf.int32)
+    left = tf.cast(tf.round(tf.cast(new_w - width, tf.float32) / 2.0), tf.int32)
     image = image[top:top + height, left:left + width]
     image.set_shape((height, width, 3))
     return image
@@ -120,25 +121,38 @@ def random_resized_crop(image, image_size, seed, scale=(0.08, 1.0), ratio=(3 / 4
         (h, w, 3) float32 in [0, 255].
     """
     size = _as_pair(image_size, "image_size")
-    encoded = image.dtype == tf.string
-    shape = tf.image.extract_jpeg_shape(image) if encoded else tf.shape(image)
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape,
-        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
-        seed=seed,
-        min_object_covered=0.0,
-        aspect_ratio_range=ratio,
-        area_range=scale,
-        max_attempts=10,
-        use_image_if_no_bounding_boxes=True,
-    )
-    offset_y, offset_x, _ = tf.unstack(begin)
-    crop_h, crop_w, _ = tf.unstack(crop_size)
-    if encoded:
-        window = tf.stack([offset_y, offset_x, crop_h, crop_w])
-        crop = tf.image.decode_and_crop_jpeg(image, window, channels=3)
+
+    def window(shape):
+        begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape,
+            bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
+            seed=seed,
+            min_object_covered=0.0,
+            aspect_ratio_range=ratio,
+            area_range=scale,
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
+        return begin[0], begin[1], crop_size[0], crop_size[1]
+
+    def crop_decoded(decoded):
+        top, left, height, width = window(tf.shape(decoded))
+        return decoded[top:top + height, left:left + width]
+
+    if image.dtype == tf.string:
+
+        def crop_jpeg():
+            top, left, height, width = window(tf.image.extract_jpeg_shape(image))
+            return tf.image.decode_and_crop_jpeg(
+                image, tf.stack([top, left, height, width]), channels=3
+            )
+
+        # A few ImageNet "JPEG"s are PNGs: those are decoded whole, then cropped.
+        crop = tf.cond(
+            tf.io.is_jpeg(image), crop_jpeg, lambda: crop_decoded(decode_image(image))
+        )
     else:
-        crop = decode_image(image)[offset_y:offset_y + crop_h, offset_x:offset_x + crop_w]
+        crop = crop_decoded(decode_image(image))
     crop = decode_image(crop)
     out = resize(crop, size, method)
     out.set_shape(size + (3,))
@@ -205,6 +219,7 @@ class RandAugment:
         low = max(0.0, self.magnitude - self.magnitude_std) / 10.0
         high = min(10.0, self.magnitude + self.magnitude_std) / 10.0
         self.layers = self._make_layers(low, high)
+        self._augment_fn = None
 
     def _make_layers(self, low, high):
         seed = self.seed
@@ -281,6 +296,13 @@ class RandAugment:
         image = tf.cast(image, tf.float32)
         if self.num_ops == 0:
             return image
+        # A tf.function kept by this object: every pipeline built over it (one per epoch)
+        # reuses the same trace instead of re-tracing the 15 Keras layers.
+        if self._augment_fn is None:
+            self._augment_fn = tf.function(self._augment)
+        return self._augment_fn(image, tf.cast(seed, tf.int64))
+
+    def _augment(self, image, seed):
         shape = image.shape
         choice_seed, apply_seed = tf.unstack(
             tf.random.experimental.stateless_split(seed, num=2)
@@ -290,10 +312,19 @@ class RandAugment:
         )
         applies = tf.random.stateless_uniform((self.num_ops,), apply_seed) < self.prob
         branches = [self._branch(name) for name in self.OPS]
-        for i in range(self.num_ops):
-            augmented = tf.switch_case(choices[i], [lambda b=b, x=image: b(x) for b in branches])
+
+        # One switch traced once (in a loop over the ops), not once per op: tracing the 15
+        # Keras layers is the slow part of building the pipeline.
+        def body(i, image):
+            augmented = tf.switch_case(choices[i], [lambda b=b: b(image) for b in branches])
             image = tf.where(applies[i], augmented, image)
             image.set_shape(shape)
+            return i + 1, image
+
+        _, image = tf.while_loop(
+            lambda i, _: i < self.num_ops, body, [tf.constant(0), image]
+        )
+        image.set_shape(shape)
         return image
 
     def _branch(self, name):

@@ -50,10 +50,14 @@ def _dense(units, dtype, name, use_bias=True):
 class TalkingHeadsAttention(layers.Layer):
     """timm's `TalkingHeadAttn` (Shazeer et al. 2020): heads mixed before and after softmax.
 
-    logits[b, n, m, h] = scale * <q[b, n, h], k[b, m, h]>; then `proj_l` (a Dense over the
-    head axis), softmax over the keys m, `proj_w` (Dense over heads), and the weighted sum of
-    the values. We keep the heads LAST ((B, N, M, heads)) so both head mixes are plain Dense
-    layers without transposes; the result equals timm's (B, heads, N, M) computation.
+    With logits[b, h, n, m] = scale * <q[b, h, n], k[b, h, m]>:
+        logits'[b, g, n, m]  = sum_h proj_l[h, g] logits[b, h, n, m] + proj_l_bias[g]
+        weights              = softmax over the keys m of logits'
+        weights'[b, g, n, m] = sum_h proj_w[h, g] weights[b, h, n, m] + proj_w_bias[g]
+        out[b, n, g, :]      = sum_m weights'[b, g, n, m] v[b, g, m, :]
+    `proj_l` and `proj_w` are Dense layers over the head axis (timm's `nn.Linear(heads,
+    heads)`), applied here as one (heads x heads) @ (heads x N*M) matmul per image so the
+    (B, heads, N, M) tensors are never transposed (the fastest form on all three backends).
 
     Args:
         num_heads: heads; must divide the input width C.
@@ -80,21 +84,29 @@ class TalkingHeadsAttention(layers.Layer):
         self.proj = _dense(dim, policy, "proj")
         self.qkv.build(input_shape)
         self.proj.build(input_shape)
-        self.proj_l.build((None, None, None, self.num_heads))
-        self.proj_w.build((None, None, None, self.num_heads))
+        self.proj_l.build((None, self.num_heads))
+        self.proj_w.build((None, self.num_heads))
+
+    def _mix_heads(self, dense, x):
+        """(B, heads, N, M) -> (B, heads, N, M) through `dense` acting on the head axis."""
+        _, heads, queries, keys = x.shape
+        kernel = ops.cast(ops.transpose(dense.kernel), x.dtype)  # (out, in)
+        bias = ops.cast(dense.bias, x.dtype)[:, None]
+        mixed = ops.matmul(kernel, ops.reshape(x, (-1, heads, queries * keys))) + bias
+        return ops.reshape(mixed, (-1, heads, queries, keys))
 
     def call(self, x):
         num_tokens, dim = x.shape[1], x.shape[2]
         qkv = ops.reshape(self.qkv(x), (-1, num_tokens, 3, self.num_heads, self.head_dim))
-        query = qkv[:, :, 0] * ops.cast(self.head_dim**-0.5, x.dtype)
-        key, value = qkv[:, :, 1], qkv[:, :, 2]
-        logits = ops.einsum("bnhd,bmhd->bnmh", query, key)
-        logits = self.proj_l(logits)
-        # Softmax in float32 whatever the policy: bf16 sums over 197 keys lose too much.
-        weights = ops.softmax(ops.cast(logits, "float32"), axis=2)
-        weights = self.proj_w(ops.cast(weights, x.dtype))
-        x = ops.einsum("bnmh,bmhd->bnhd", weights, value)
-        return self.proj(ops.reshape(x, (-1, num_tokens, dim)))
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, B, heads, N, head_dim)
+        query = qkv[0] * ops.cast(self.head_dim**-0.5, x.dtype)
+        key, value = qkv[1], qkv[2]
+        logits = self._mix_heads(self.proj_l, ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))))
+        # Softmax in float32 whatever the policy: bf16 sums over ~200 keys lose too much.
+        weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), x.dtype)
+        x = ops.matmul(self._mix_heads(self.proj_w, weights), value)  # (B, heads, N, head_dim)
+        x = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, num_tokens, dim))
+        return self.proj(x)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -140,7 +140,7 @@ class SwinWindowAttention(layers.Layer):
     """Multi-head self-attention inside windows, with a learned relative position bias.
 
     Input and output: (B, num_windows, N, C) with N = wh*ww tokens per window. An optional
-    additive `attention_mask` of shape (num_windows, N, N) is broadcast over the batch and the heads.
+    additive `attention_mask` (num_windows, N, N) is broadcast over the batch and the heads.
 
     Args:
         dim: channels C.
@@ -194,7 +194,7 @@ class SwinWindowAttention(layers.Layer):
         qkv = ops.transpose(qkv, (3, 0, 1, 4, 2, 5))  # (3, B, nW, heads, N, head_dim)
         query, key, value = qkv[0], qkv[1], qkv[2]
         logits = ops.matmul(query * ops.cast(self.scale, query.dtype), ops.swapaxes(key, -1, -2))
-        # Softmax in float32: under mixed precision the -100 mask and the bias stay exact.
+        # Bias, mask and softmax in float32: mixed precision then only rounds the matmuls.
         logits = ops.cast(logits, "float32")
         logits = logits + ops.cast(self.relative_position_bias(), "float32")
         if attention_mask is not None:
@@ -592,7 +592,9 @@ class SwinTransformer(Backbone):
 
 # === Presets (timm's names and numbers; SPEC.md 8) ===
 _SWIN_PRESETS = {
-    "swin_tiny_patch4_window7_224": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "swin_tiny_patch4_window7_224": dict(
+        embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)
+    ),
     "swin_small_patch4_window7_224": dict(
         embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)
     ),

@@ -9,21 +9,14 @@ Tolerance (issue 3): max |ours - timm| / max(1, max |timm|) < 1e-4, for the logi
 """
 
 import re
-import sys
 
 import numpy as np
 import pytest
 from keras import ops
 
 from keras_spectralkd.convert import ConversionError, from_timm
-from keras_spectralkd.models import create
 
-# Importing triton (timm -> torchvision -> torch._dynamo pulls it in) after TensorFlow segfaults
-# with this stack (TF 2.21, torch 2.14.1); CPU tests never need triton, so when TensorFlow came
-# first, make it unimportable (torch then treats triton as absent).
-if "tensorflow" in sys.modules and "triton" not in sys.modules:
-    sys.modules["triton"] = None
-
+# (tests/conftest.py keeps triton out: importing it after TensorFlow segfaults.)
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
@@ -211,7 +204,11 @@ def test_architecture_mismatch_is_reported(shifted_timm):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    ["swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224"],
+    [
+        "swin_tiny_patch4_window7_224",
+        "swin_small_patch4_window7_224",
+        "swin_base_patch4_window7_224",
+    ],
 )
 def test_real_size_parity(name):
     timm_model = randomize_(timm.create_model(name, pretrained=False))
