@@ -1,20 +1,22 @@
 """Inference speed of our backbones against timm's, side by side in one run (issue 3 item 6).
 
-    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 \
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 \\
         python benchmarks/forward.py --model cait_s24_224 --batch_size 8
 
 Times one forward pass (eval mode, batch `--batch_size`, the model's native size, float32,
-CPU) of timm's model (torch, eager, `inference_mode`; the reference) and of ours on each Keras
-backend with jit on: `jax.jit` of `stateless_call`, `tf.function(jit_compile=True)` (XLA), and
-for torch plain eager under `inference_mode` (Keras' torch backend does not jit by itself;
-`--backends=...,torch-compile` adds `torch.compile`, which took 8 minutes to compile on a
-loaded 2-core machine and was not faster).
-A Keras backend is fixed per process, so every measurement runs in its own subprocess; the
-timm model's random weights are saved once and converted by every worker, which also reports
-its max abs logit difference to timm (a speed number of a wrong model is worthless).
+CPU) of timm's model (torch eager under `inference_mode`: the reference) and of ours on each
+Keras backend with jit on: `jax.jit` of `stateless_call`, `tf.function(jit_compile=True)`
+(XLA), and for torch plain eager under `inference_mode` (Keras' torch backend does not jit by
+itself; `--backends=...,torch-compile` adds `torch.compile`, which took 8 minutes to compile on
+a loaded 2-core machine and was not faster there).
 
-timm runs first and again last, so drift of a shared, noisy machine shows up in the table;
-the ratio is ours / the mean of the two timm runs (lower is better; < 1 is faster than timm).
+A Keras backend is fixed per process, so each contender lives in its own worker process. The
+workers start (and compile, and warm up) one after the other, then the driver times them in
+interleaved ROUNDS (timm, jax, tensorflow, torch, timm, jax, ...), one call each per round, so
+that the load of a shared, noisy machine hits every contender alike. The table reports the
+median and the minimum over the rounds; the ratio is ours / timm on the median (< 1: faster).
+timm's random weights are saved once and converted by every Keras worker, which also reports
+its max abs logit difference to timm (a speed number of a wrong model is worthless).
 """
 
 import json
@@ -28,60 +30,53 @@ from absl import app, flags
 
 _MODEL = flags.DEFINE_string("model", "cait_s24_224", "A registered model name (timm's).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls first (compilation included).")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls; the table reports their median.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls per worker (compilation included).")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds (one call each).")
 _BACKENDS = flags.DEFINE_list(
     "backends", ["jax", "tensorflow", "torch"],
-    "Which of ours to time: jax, tensorflow, torch (eager), torch-compile (minutes to compile "
-    "on 2 cores, and not faster than eager there, so not run by default).",
+    "Which of ours to time: jax, tensorflow, torch (eager), torch-compile.",
 )
-_WORKER = flags.DEFINE_string("worker", None, "Internal: run one measurement and print JSON.")
+_TORCH_THREADS = flags.DEFINE_integer(
+    "torch_threads", None,
+    "torch.set_num_threads for timm and ours-on-torch (default: torch's, one per core). On a "
+    "machine whose cores are busy with other work, torch's OpenMP waits for its threads at "
+    "every op; 1 thread then runs faster.",
+)
+_WORKER = flags.DEFINE_string("worker", None, "Internal: serve one contender over stdin/stdout.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Internal: where the reference files lie.")
 
 
 # === Workers (one per process) ===
-def _time_calls(fn, inputs, warmup, repeats):
-    """Median and min seconds per call of `fn(inputs)`; `fn` must block until done."""
-    for _ in range(warmup):
-        fn(inputs)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(inputs)
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2], times[0]
-
-
-def _timm_worker(workdir, model_name, batch_size, warmup, repeats):
+def _timm_forward(workdir, model_name, batch_size):
+    """timm's model with fresh random weights; writes them, the images and the logits."""
     import numpy as np
     import timm
     import torch
     from safetensors.numpy import save_file
 
-    from keras_spectralkd.models import registry
-
     torch.manual_seed(0)
-    defaults = registry.model_defaults(model_name)
+    # timm's names end in the native size ("..._224"); not importing our package here keeps
+    # Keras and TensorFlow (and their thread pools) out of the reference's process.
+    suffix = model_name.rsplit("_", 1)[-1]
+    size = int(suffix) if suffix.isdigit() else 224
     timm_name = "cait_xs24_384" if model_name == "cait_xs24_224" else model_name
-    model = timm.create_model(
-        timm_name, pretrained=False, img_size=defaults.get("image_size", 224)
-    ).eval()
-    size = defaults.get("image_size", 224)
-    weights_path = os.path.join(workdir, "weights.safetensors")
-    images_path = os.path.join(workdir, "images.npy")
-    if not os.path.exists(weights_path):
-        save_file({k: v.numpy() for k, v in model.state_dict().items()}, weights_path)
-        images = np.random.default_rng(0).normal(size=(batch_size, size, size, 3))
-        np.save(images_path, images.astype("float32"))
-    images = torch.from_numpy(np.load(images_path)).permute(0, 3, 1, 2).contiguous()
-    with torch.inference_mode():
-        np.save(os.path.join(workdir, "logits.npy"), model(images).numpy())
-        median, best = _time_calls(model, images, warmup, repeats)
-    return {"median_s": median, "min_s": best, "max_abs_err": 0.0}
+    model = timm.create_model(timm_name, pretrained=False, img_size=size).eval()
+    save_file({k: v.numpy() for k, v in model.state_dict().items()},
+              os.path.join(workdir, "weights.safetensors"))
+    images = np.random.default_rng(0).normal(size=(batch_size, size, size, 3)).astype("float32")
+    np.save(os.path.join(workdir, "images.npy"), images)
+    inputs = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+
+    def forward():
+        with torch.inference_mode():
+            return model(inputs).numpy()
+
+    np.save(os.path.join(workdir, "logits.npy"), forward())
+    return forward, 0.0
 
 
-def _keras_worker(workdir, model_name, backend, warmup, repeats):
+def _keras_forward(workdir, model_name, backend):
+    """Our model converted from the timm weights, jitted for `backend`; and its logit error."""
     import numpy as np
 
     compile_torch = backend == "torch-compile"
@@ -92,7 +87,6 @@ def _keras_worker(workdir, model_name, backend, warmup, repeats):
 
     model = from_timm(model_name, os.path.join(workdir, "weights.safetensors"))
     images = np.load(os.path.join(workdir, "images.npy"))
-    reference = np.load(os.path.join(workdir, "logits.npy"))
 
     if backend == "jax":
         import jax
@@ -102,8 +96,8 @@ def _keras_worker(workdir, model_name, backend, warmup, repeats):
         call = jax.jit(lambda s, x: model.stateless_call(s[0], s[1], x, training=False)[0])
         inputs = jax.numpy.asarray(images)
 
-        def forward(x):
-            return call(state, x).block_until_ready()
+        def forward():
+            return np.asarray(call(state, inputs))
 
     elif backend == "tensorflow":
         import tensorflow as tf
@@ -111,8 +105,8 @@ def _keras_worker(workdir, model_name, backend, warmup, repeats):
         call = tf.function(lambda x: model(x, training=False), jit_compile=True)
         inputs = tf.constant(images)
 
-        def forward(x):
-            return call(x).numpy()
+        def forward():
+            return call(inputs).numpy()
 
     else:
         import torch
@@ -120,76 +114,128 @@ def _keras_worker(workdir, model_name, backend, warmup, repeats):
         inputs = torch.from_numpy(images)
         call = torch.compile(model) if compile_torch else model
 
-        def forward(x):
+        def forward():
             with torch.inference_mode():
-                return call(x, training=False)
+                return call(inputs, training=False).numpy()
 
-    logits = keras.ops.convert_to_numpy(forward(inputs))
-    error = float(np.abs(logits - reference).max())
-    median, best = _time_calls(forward, inputs, warmup, repeats)
-    return {"median_s": median, "min_s": best, "max_abs_err": error}
+    reference = np.load(os.path.join(workdir, "logits.npy"))
+    error = float(np.abs(keras.ops.convert_to_numpy(forward()) - reference).max())
+    return forward, error
+
+
+def _serve(worker, workdir):
+    """Sets up one contender, warms it up, then times one call per "time" line on stdin."""
+    if _TORCH_THREADS.value and worker in ("timm", "torch", "torch-compile"):
+        import torch
+
+        torch.set_num_threads(_TORCH_THREADS.value)
+    if worker == "timm":
+        forward, error = _timm_forward(workdir, _MODEL.value, _BATCH_SIZE.value)
+    else:
+        forward, error = _keras_forward(workdir, _MODEL.value, worker)
+    for _ in range(_WARMUP.value):
+        forward()
+    print(json.dumps({"ready": True, "max_abs_err": error}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "time":
+            break
+        start = time.perf_counter()
+        forward()
+        print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
 
 
 # === Driver ===
-def _run_worker(worker, workdir):
-    command = [
-        sys.executable, os.path.abspath(__file__), f"--worker={worker}", f"--workdir={workdir}",
-        f"--model={_MODEL.value}", f"--batch_size={_BATCH_SIZE.value}",
-        f"--warmup={_WARMUP.value}", f"--repeats={_REPEATS.value}",
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
-    started = time.perf_counter()
-    print(f"[{worker}] running ...", flush=True)
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode:
-        print(f"[{worker}] FAILED:\n{done.stderr[-3000:]}", flush=True)
-        return None
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(
-        f"[{worker}] {result['median_s']:.3f} s/batch (median), "
-        f"worker wall {time.perf_counter() - started:.0f} s",
-        flush=True,
-    )
-    return result
+class _Worker:
+    """A contender's process: started, then asked to time one call at a time."""
+
+    def __init__(self, name, workdir):
+        self.name = name
+        command = [
+            sys.executable, os.path.abspath(__file__), f"--worker={name}",
+            f"--workdir={workdir}", f"--model={_MODEL.value}",
+            f"--batch_size={_BATCH_SIZE.value}", f"--warmup={_WARMUP.value}",
+        ]
+        if _TORCH_THREADS.value:
+            command.append(f"--torch_threads={_TORCH_THREADS.value}")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+            text=True,
+        )
+        self.times = []
+        self.error = None
+
+    def _reply(self):
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        self.log.seek(0)
+        raise RuntimeError(f"worker {self.name} died:\n{self.log.read()[-3000:]}")
+
+    def wait_ready(self):
+        self.error = self._reply()["max_abs_err"]
+
+    def time_once(self):
+        self.process.stdin.write("time\n")
+        self.process.stdin.flush()
+        self.times.append(self._reply()["seconds"])
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
 
 
 def main(argv):
     del argv
     if _WORKER.value:
-        args = (_WORKDIR.value, _MODEL.value)
-        if _WORKER.value.startswith("timm"):
-            result = _timm_worker(*args, _BATCH_SIZE.value, _WARMUP.value, _REPEATS.value)
-        else:
-            result = _keras_worker(*args, _WORKER.value, _WARMUP.value, _REPEATS.value)
-        print(json.dumps(result))
+        _serve(_WORKER.value, _WORKDIR.value)
         return
 
+    names = ["timm"] + list(_BACKENDS.value)
+    workers = []
     with tempfile.TemporaryDirectory() as workdir:
-        results = {"timm (first)": _run_worker("timm", workdir)}
-        if results["timm (first)"] is None:
-            raise SystemExit("The timm reference run failed; nothing to compare against.")
-        for backend in _BACKENDS.value:
-            results[f"ours, {backend}"] = _run_worker(backend, workdir)
-        results["timm (last)"] = _run_worker("timm-last", workdir)
+        try:
+            for name in names:  # one at a time: timm writes the weights the others read
+                started = time.perf_counter()
+                print(f"[{name}] starting, converting, compiling, warming up ...", flush=True)
+                worker = _Worker(name, workdir)
+                workers.append(worker)
+                worker.wait_ready()
+                print(f"[{name}] ready after {time.perf_counter() - started:.0f} s", flush=True)
+            for round_index in range(_ROUNDS.value):
+                for worker in workers:
+                    worker.time_once()
+                print(f"round {round_index + 1}/{_ROUNDS.value}: " + ", ".join(
+                    f"{w.name} {w.times[-1]:.2f} s" for w in workers), flush=True)
+        finally:
+            for worker in workers:
+                worker.close()
+    _print_table(workers)
 
-    timm_runs = [r["median_s"] for k, r in results.items() if k.startswith("timm") and r]
-    timm_s = sum(timm_runs) / len(timm_runs)
+
+def _print_table(workers):
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2]
+
     batch = _BATCH_SIZE.value
+    timm_median = median(workers[0].times)
     print(
         f"\n{_MODEL.value}, batch {batch}, float32, CPU ({os.cpu_count()} cores), "
-        f"median of {_REPEATS.value} after {_WARMUP.value} warm-up calls\n"
+        f"{_ROUNDS.value} interleaved rounds after {_WARMUP.value} warm-up calls each, "
+        f"torch threads: {_TORCH_THREADS.value or 'default'}\n"
     )
-    header = f"| {'run':<22} | {'s/batch':>8} | {'min s':>7} | {'img/s':>7} | {'vs timm':>7} |"
-    print(header + f" {'max abs err':>11} |")
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|" + "-" * 13 + "|")
-    for key, result in results.items():
-        if result is None:
-            print(f"| {key:<22} | {'failed':>8} |")
-            continue
-        median = result["median_s"]
+    print(f"| {'run':<19} | {'median s':>8} | {'min s':>6} | {'img/s':>6} | {'vs timm':>7} | "
+          f"{'max abs err':>11} |")
+    print(f"|{'-' * 21}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 9}|{'-' * 13}|")
+    for worker in workers:
+        label = "timm (torch eager)" if worker.name == "timm" else f"ours, {worker.name}"
+        value = median(worker.times)
         print(
-            f"| {key:<22} | {median:8.3f} | {result['min_s']:7.3f} | {batch / median:7.2f} | "
-            f"{median / timm_s:6.2f}x | {result['max_abs_err']:11.2e} |"
+            f"| {label:<19} | {value:8.3f} | {min(worker.times):6.3f} | {batch / value:6.2f} | "
+            f"{value / timm_median:6.2f}x | {worker.error:11.2e} |"
         )
 
 

@@ -178,11 +178,9 @@ def fashion_mnist_data(
         image = tf.image.stateless_random_crop(padded, (image_size, image_size, 3), crop_seed)
         return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
-    train_examples = tf.data.Dataset.from_tensor_slices((train_images, train_labels))
-
     def train(epoch, skip_batches=0):
         return pipeline.train_pipeline(
-            train_examples, transform, batch_size=batch_size, num_examples=len(train_labels),
+            (train_images, train_labels), transform, batch_size=batch_size, num_examples=len(train_labels),
             epoch=epoch, seed=seed, skip_batches=skip_batches,
             # Every draw is stateless: a parallel map stays exactly reproducible.
             deterministic=False,

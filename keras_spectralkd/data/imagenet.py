@@ -11,6 +11,7 @@ Images stay encoded until the random crop, which decodes only the crop window of
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from keras_spectralkd.data import pipeline, transforms
@@ -66,8 +67,8 @@ def read_image_file(path, label):
 
 
 def image_folder_examples(root, split, class_names=None):
-    """(dataset of (path, label), count, class_names) for `root/split`; read the files with
-    `read_image_file` after shuffling (so a shuffle buffer holds paths, not images).
+    """((paths, labels) numpy arrays, count, class_names) for `root/split`; the pipelines
+    read the files with `read_image_file` after shuffling the paths.
 
     `class_names`: the training classes, to check the split has the same ones.
     """
@@ -77,8 +78,7 @@ def image_folder_examples(root, split, class_names=None):
             f"The class folders of {os.path.join(root, split)!r} ({len(names)}) differ from "
             f"the training ones ({len(class_names)}); both splits need the same classes."
         )
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    return dataset, len(paths), names
+    return (np.asarray(paths), np.asarray(labels, np.int64)), len(paths), names
 
 
 # === TFDS ===
@@ -88,15 +88,15 @@ def tfds_builder(data_dir, manual_dir=None, name="imagenet2012"):
 
     builder = tfds.builder(name, data_dir=data_dir)
     if not _is_prepared(builder):
-        if manual_dir is None or not os.path.isdir(manual_dir):
+        config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+        try:
+            # Fails at once (TFDS checks the manual dir first) when the tars are not there.
+            builder.download_and_prepare(download_config=config)
+        except (AssertionError, FileNotFoundError, OSError) as error:
             raise FileNotFoundError(
-                f"TFDS dataset {name!r} is not prepared in {data_dir!r} and no manual dir with "
-                f"the ILSVRC2012 tars was given (got tfds_manual_dir={manual_dir!r}). "
-                f"{HOW_TO_GET_IMAGENET}"
-            )
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-        )
+                f"TFDS dataset {name!r} is not prepared in {data_dir!r} and could not be "
+                f"prepared from tfds_manual_dir={manual_dir!r} ({error}). {HOW_TO_GET_IMAGENET}"
+            ) from error
     return builder
 
 
@@ -119,7 +119,17 @@ def tfds_examples(builder, split, *, shuffle_files=False, shuffle_seed=None):
         read_config=read_config,
     )
     dataset = dataset.map(lambda example: (example["image"], example["label"]))
-    return dataset, builder.info.splits[split].num_examples
+    return dataset, _split_size(builder, split, dataset)
+
+
+def _split_size(builder, split, dataset):
+    try:
+        return int(builder.info.splits[split].num_examples)
+    except KeyError:  # no metadata (e.g. under tfds.testing.mock_data): count
+        cardinality = int(dataset.cardinality())
+        if cardinality >= 0:
+            return cardinality
+        return int(dataset.reduce(0, lambda count, _: count + 1))
 
 
 # === The DeiT datasets ===
@@ -227,8 +237,11 @@ def imagenet_data(
 
     return pipeline.ImageData(
         train=train,
-        validation=pipeline.eval_pipeline(val_examples, eval_transform,
-                                          batch_size=eval_batch_size, load=load),
+        validation=pipeline.eval_pipeline(
+            val_examples if isinstance(val_examples, tf.data.Dataset)
+            else tf.data.Dataset.from_tensor_slices(val_examples),
+            eval_transform, batch_size=eval_batch_size, load=load,
+        ),
         num_classes=len(class_names),
         num_train_examples=num_train,
         num_validation_examples=num_val,

@@ -1,16 +1,20 @@
 """tf.data pipelines: per-epoch training streams (resumable) and evaluation streams.
 
-A training stream is built per epoch from `(seed, epoch)`: the shuffle order and every
-per-image random draw (crop, flip, RandAugment's choices) come from stateless seeds of
-`(seed, epoch, index)`, so epoch 7 is the same stream whether or not the run was restarted
-before it, and `skip_batches` drops already-trained batches BEFORE decoding and augmenting them.
-The Keras augmentation layers keep their own generators; with `deterministic=True` the per-image
-map runs sequentially so those draws are reproducible too (tests, the demo); with `False` (the
-recipes' default, for throughput) it runs in parallel and only their order may vary.
+A training stream is built per epoch from `(seed, epoch)`: the shuffle order (a numpy
+permutation for in-memory example lists such as image paths) and every per-image random draw
+of ours (crop, flip, RandAugment's choices) come from stateless seeds of `(seed, epoch, index)`,
+so epoch 7 is the same stream whether or not the run was restarted before it, and
+`skip_batches` drops already-trained batches BEFORE decoding and augmenting them.
+The Keras augmentation layers (RandAugment's operations, RandomErasing) draw their strengths from
+their own generators: with `deterministic=True` the per-image map runs sequentially so those
+draws are reproducible from a fresh start (tests, the demo), though a resumed run continues them
+from a fresh state; with `False` (the recipes' default, for throughput) the map runs in parallel
+and only those draws' order may vary.
 """
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -74,8 +78,10 @@ def train_pipeline(
     """One epoch of training batches.
 
     Args:
-        examples: a tf.data.Dataset of (image, label); images encoded bytes or uint8 arrays.
-            Not shuffled yet (or shuffled only at the file level).
+        examples: `(items, labels)` arrays (numpy or lists: images, or paths with `load`),
+            shuffled here by a numpy permutation of (seed, epoch) alone; or a tf.data.Dataset
+            of (item, label) (e.g. TFDS), shuffled with a buffer whose order also depends on
+            TensorFlow's global seed (`keras.utils.set_random_seed`).
         transform: `(image, seed) -> float32 image` (e.g. `TrainTransform`).
         batch_size: global batch size; incomplete last batches are dropped.
         num_examples: how many examples `examples` holds (sets the epoch's length).
@@ -107,10 +113,20 @@ def train_pipeline(
     if not 0 <= skip_batches < steps:
         raise ValueError(f"skip_batches must be in [0, {steps}); got {skip_batches!r}.")
     base = epoch_seed(seed, epoch)
-    shuffle_seed = int(seed) * 1_000_003 + int(epoch)
-    dataset = examples.shuffle(
-        shuffle_buffer or num_examples, seed=shuffle_seed, reshuffle_each_iteration=False
-    )
+    if isinstance(examples, tf.data.Dataset):
+        dataset = examples.shuffle(
+            shuffle_buffer or num_examples, seed=int(seed) * 1_000_003 + int(epoch),
+            reshuffle_each_iteration=False,
+        )
+    else:
+        items, labels = (np.asarray(a) for a in examples)
+        if len(items) != num_examples or len(labels) != num_examples:
+            raise ValueError(
+                f"num_examples={num_examples} but got {len(items)} items and {len(labels)} "
+                "labels."
+            )
+        order = np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
+        dataset = tf.data.Dataset.from_tensor_slices((items[order], labels[order]))
     k = int(repeated_augmentation)
     if k > 1:
         unique = -(-num_examples // k)

@@ -54,6 +54,21 @@ def atomic_save_weights(model, path):
     os.replace(tmp, path)
 
 
+def _ensure_built(model):
+    """Builds a subclassed model (e.g. the Distiller) so that its weights can be loaded."""
+    if model.built:
+        return
+    student = getattr(model, "student", None)
+    inputs = getattr(student, "inputs", None)
+    if not inputs:
+        raise ValueError(
+            f"Model {model.name!r} is not built, so a checkpoint cannot be loaded into it; call "
+            "it once on a batch (or `build` it) before resuming."
+        )
+    shape = (1,) + tuple(inputs[0].shape[1:])
+    model(keras.ops.zeros(shape, dtype="float32"), training=False)
+
+
 def _build_optimizer(model):
     """Creates the optimizer's variables so that `load_weights` can fill them."""
     optimizer = getattr(model, "optimizer", None)
@@ -136,6 +151,7 @@ class CheckpointManager:
         checkpoint = self.latest()
         if checkpoint is None:
             return None
+        _ensure_built(self.model)
         _build_optimizer(self.model)
         self.model.load_weights(os.path.join(checkpoint, MODEL_FILE))
         for key, extra in self.extra_models.items():

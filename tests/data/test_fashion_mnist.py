@@ -9,7 +9,7 @@ from keras_spectralkd.data import fashion_mnist
 
 
 def test_read_idx_roundtrip(tmp_path):
-    from conftest import write_idx
+    from data_helpers import write_idx
 
     array = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     path = str(tmp_path / "x-idx3-ubyte.gz")

@@ -7,9 +7,10 @@ import tensorflow as tf
 from keras_spectralkd.data.pipeline import epoch_seed, train_pipeline
 
 
-def _examples(num):
+def _examples(num, as_dataset=False):
     images = np.arange(num, dtype=np.float32).reshape(num, 1, 1, 1) * np.ones((1, 2, 2, 3))
-    return tf.data.Dataset.from_tensor_slices((images.astype(np.float32), np.arange(num)))
+    examples = (images.astype(np.float32), np.arange(num))
+    return tf.data.Dataset.from_tensor_slices(examples) if as_dataset else examples
 
 
 def _noisy(image, seed):
@@ -17,8 +18,8 @@ def _noisy(image, seed):
     return image + tf.random.stateless_uniform(tf.shape(image), seed)
 
 
-def _batches(**kwargs):
-    dataset = train_pipeline(_examples(kwargs.pop("num", 20)), _noisy, **kwargs)
+def _batches(as_dataset=False, **kwargs):
+    dataset = train_pipeline(_examples(kwargs.pop("num", 20), as_dataset), _noisy, **kwargs)
     return [(x.numpy(), y.numpy()) for x, y in dataset]
 
 
@@ -35,6 +36,19 @@ def test_one_epoch_is_a_seeded_permutation():
     other = np.concatenate([y for _, y in _batches(batch_size=4, num_examples=20, epoch=1,
                                                    seed=1)])
     assert list(other) != list(labels)
+
+
+def test_the_order_depends_on_seed_and_epoch_only():
+    """In-memory examples are shuffled by (seed, epoch) alone: TensorFlow's global seed (which
+    `keras.utils.set_random_seed` sets) does not change the stream; a tf.data source is
+    shuffled by a buffer that does depend on it."""
+    tf.random.set_seed(1)
+    first = np.concatenate([y for _, y in _batches(batch_size=4, num_examples=20, seed=5)])
+    tf.random.set_seed(2)
+    second = np.concatenate([y for _, y in _batches(batch_size=4, num_examples=20, seed=5)])
+    np.testing.assert_array_equal(first, second)
+    labels = np.concatenate([y for _, y in _batches(True, batch_size=4, num_examples=20)])
+    assert sorted(labels) == list(range(20))
 
 
 def test_skipping_batches_resumes_the_same_stream():
