@@ -197,11 +197,18 @@ def _spectral_value_and_grad(backend, loss_fn, s_maps, t_maps):
         fn = jax.jit(jax.grad(lambda s, t: loss_fn(s, t)))
         s_arrays, t_arrays = [jax.numpy.asarray(m) for m in s_maps], [jax.numpy.asarray(m) for m in t_maps]
         return lambda: jax.block_until_ready(fn(s_arrays, t_arrays))
+    import keras
     import torch
 
-    s_tensors = [torch.tensor(m, requires_grad=True) for m in s_maps]
-    t_tensors = [torch.tensor(m) for m in t_maps]
-    return lambda: loss_fn(s_tensors, t_tensors).backward()
+    s_tensors = [keras.ops.convert_to_tensor(m).requires_grad_(True) for m in s_maps]
+    t_tensors = [keras.ops.convert_to_tensor(m) for m in t_maps]
+
+    def step():
+        loss_fn(s_tensors, t_tensors).backward()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    return step
 
 
 # === Driver ===
@@ -218,8 +225,8 @@ def parent(args):
             env.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
             env.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
             env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-            if contender != "reference":
-                env["KERAS_BACKEND"] = contender
+            # The reference imports keras only through keras_spectralkd.reference: torch then.
+            env["KERAS_BACKEND"] = "torch" if contender == "reference" else contender
             if args.device == "cpu":
                 env["CUDA_VISIBLE_DEVICES"] = ""
                 env["JAX_PLATFORMS"] = "cpu"

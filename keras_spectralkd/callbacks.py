@@ -31,7 +31,9 @@ class SpectralTensorBoard(keras.callbacks.Callback):
       (`analysis.compare.profile_correlation`).
 
     On a plain backbone (a model with `forward_intermediates`), it logs that model's profile
-    alone: `spectral/intensity_profile` and `spectral/model/intensity/unit_XX`.
+    alone: `spectral/intensity_profile` and `spectral/model/intensity/unit_XX`; on a Distiller
+    without a teacher (mode "none", a control run), the student's alone, under
+    `spectral/student/...`.
 
     Events go to `os.path.join(log_dir, "spectral")`, a run of its own next to the `train` and
     `validation` runs of `keras.callbacks.TensorBoard(log_dir)`. Works on every backend (the
@@ -84,13 +86,17 @@ class SpectralTensorBoard(keras.callbacks.Callback):
             Dict tag -> float for the scalars written (handy in notebooks and tests).
         """
         model = self.model
-        if hasattr(model, "student") and hasattr(model, "teacher"):
+        student = getattr(model, "student", None)
+        if student is not None and getattr(model, "teacher", None) is not None:
             scalars, figure = self._distiller_summaries(model, step)
-        elif hasattr(model, "forward_intermediates"):
-            profile = self._profile(model, "model")
-            scalars = _intensity_scalars("model", profile)
+        elif student is not None or hasattr(model, "forward_intermediates"):
+            # A Distiller without teacher (mode "none"), or a plain backbone: profile it alone.
+            role, backbone = ("student", student) if student is not None else ("model", model)
+            profile = self._profile_and_maps(backbone, role)[0]
+            scalars = _intensity_scalars(role, profile)
             figure = plots.plot_intensity(
-                [profile], [_label(model, "model")], title=f"Frequency intensity, epoch {step + 1}"
+                [profile], [_label(backbone, role)],
+                title=f"Frequency intensity, epoch {step + 1}",
             )
         else:
             raise ValueError(
@@ -147,9 +153,6 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         maps = [to_float_array(m) for m in maps]
         profile = profile_maps(maps, name=_label(model, role), entropy=False)
         return profile, maps
-
-    def _profile(self, model, role):
-        return self._profile_and_maps(model, role)[0]
 
     def _write(self, step, scalars, image):
         import tensorflow as tf

@@ -111,6 +111,17 @@ def test_every_n_epochs_and_a_plain_backbone(tmp_path, data):
     assert [step for step, _ in events["spectral/model/intensity/unit_00"]] == [1]
 
 
+def test_a_distiller_without_teacher_logs_the_student_alone(tmp_path, data):
+    images, labels = data
+    distiller = Distiller(None, TinyBackbone(width=4, depth=2, name="student"), mode="none")
+    callback = SpectralTensorBoard(tmp_path, images[:2])
+    callback.set_model(distiller)
+    scalars = callback.log_spectra(0)
+    assert set(scalars) == {"spectral/student/intensity/unit_00",
+                            "spectral/student/intensity/unit_01"}
+    assert "spectral/intensity_profile" in read_events(callback.event_dir)
+
+
 def test_bad_arguments(tmp_path, data):
     images, _ = data
     with pytest.raises(ValueError, match=r"\(B, H, W, C\).*\(8, 3\)"):

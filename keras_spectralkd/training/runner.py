@@ -75,6 +75,7 @@ class RunConfig:
     tensorboard: bool = True
     spectral_every_n_epochs: int = 1
     strategy: str = "auto"
+    jit_compile: object = "auto"
     verbose: int = 1
 
     def to_dict(self):
@@ -386,6 +387,7 @@ def compile_distiller(distiller, config, steps_per_epoch, loss_scale):
     distiller.compile(
         optimizer=optimizer,
         metrics=ema_lib.classification_metrics(distiller.student.output_shape[-1]),
+        jit_compile=config.jit_compile,
     )
     return schedule
 

@@ -49,7 +49,7 @@ def results(image_folder, tmp_path_factory):
     output_dir = str(tmp_path_factory.mktemp("analysis"))
     return analyze_tool.analyze(
         model=TEACHER[0], model_kwargs=TEACHER[1], student=STUDENT[0], student_kwargs=STUDENT[1],
-        data=image_folder, num_images=5, batch_size=2, image_size=IMAGE_SIZE,
+        data=image_folder, num_images=4, batch_size=2, image_size=IMAGE_SIZE,
         output_dir=output_dir,
     )
 
@@ -63,7 +63,7 @@ def test_writes_profiles_comparison_and_figures(results):
     for path in files.values():
         assert os.path.getsize(path) > 0, path
     teacher = results["model_profile"]
-    assert teacher.model_name == TEACHER[0] and teacher.num_images == 5
+    assert teacher.model_name == TEACHER[0] and teacher.num_images == 4
     assert teacher.units == [0, 1, 2, 3] and teacher.num_channels == [32] * 4
     assert teacher.grids == [(4, 4)] * 4 and teacher.entropy is not None
     for key in ("model_profile_json", "model_profile_csv"):
@@ -140,7 +140,7 @@ def test_command_line(tmp_path, image_folder):
     command = [
         sys.executable, os.path.join(REPO, "tools", "analyze.py"),
         f"--model={STUDENT[0]}", f"--model_kwargs={json.dumps(STUDENT[1])}",
-        f"--data={image_folder}", "--num_images=3", f"--image_size={IMAGE_SIZE}",
+        f"--data={image_folder}", "--num_images=2", f"--image_size={IMAGE_SIZE}",
         "--student_depth=2", "--noentropy", f"--output_dir={output_dir}",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, env=script_env(),
@@ -150,7 +150,7 @@ def test_command_line(tmp_path, image_folder):
     lines = completed.stdout.strip().splitlines()
     assert lines[-1] == "--layer_pairs=0:0,1:1"  # equal depths: unit i -> unit i
     profile = Profile.load(output_dir / "model_profile.json")
-    assert profile.num_images == 3 and profile.entropy is None
+    assert profile.num_images == 2 and profile.entropy is None
     assert sorted(os.listdir(output_dir)) == [
         "entropy_magnitude.png", "intensity.png", "model_profile.csv", "model_profile.json",
         "spectra.png",

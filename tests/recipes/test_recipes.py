@@ -1,0 +1,147 @@
+"""The recipes: the paper's defaults, flags, teacher loading, clear errors, and a 2-step smoke
+run of every recipe on tiny models and a tiny image folder."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from recipe_helpers import RECIPES, ROOT, load_script
+
+from keras_spectralkd.models import create
+from keras_spectralkd.training import runner
+
+
+def _flags(recipe, argv):
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    runner.define_flags(recipe, flag_values)
+    flag_values(["prog"] + list(argv))
+    return runner.config_from_flags(recipe, flag_values)
+
+
+def _teacher_weights(recipe, directory, num_classes=3):
+    config = recipe.config("tiny")
+    teacher = create(config.teacher, num_classes=num_classes, image_size=config.image_size,
+                     **config.teacher_overrides)
+    path = os.path.join(directory, f"{recipe.name}_teacher.weights.h5")
+    teacher.save_weights(path)
+    return path, teacher
+
+
+def test_paper_defaults_are_spec_section_7():
+    tiny = load_script("deit_tiny").RECIPE.config()
+    assert (tiny.student, tiny.teacher) == ("deit_tiny_patch16_224", "cait_s24_224")
+    assert tiny.layer_pairs == [(0, 0), (1, 1), (6, 18), (7, 19), (8, 20), (9, 21), (10, 22),
+                                (11, 23)]
+    assert (tiny.epochs, tiny.warmup_epochs, tiny.batch_size, tiny.lr) == (400, 5, 512, 5e-4)
+    assert (tiny.weight_decay, tiny.spectral_weight, tiny.alpha, tiny.temperature) == (
+        0.05, 0.2, 0.9, 1.0)
+    assert (tiny.label_smoothing, tiny.drop_path_rate, tiny.ema_decay) == (0.1, 0.0, 0.99996)
+    assert (tiny.repeated_augmentation, tiny.random_erasing, tiny.mixup, tiny.cutmix) == (
+        3, 0.25, 0.0, 0.0)
+    assert (tiny.mode, tiny.image_size) == ("soft", 224)
+    small = load_script("deit_small").RECIPE.config()
+    assert (small.student, small.epochs, small.layer_pairs) == (
+        "deit_small_patch16_224", 500, tiny.layer_pairs)
+    swin = load_script("swin_tiny").RECIPE.config()
+    assert (swin.student, swin.teacher) == ("swin_tiny_patch4_window7_224",
+                                            "swin_small_patch4_window7_224")
+    assert (swin.epochs, swin.warmup_epochs, swin.spectral_weight) == (500, 20, 0.05)
+    assert swin.layer_pairs == [(0, 0), (1, 1), (2, 2), (3, 3)]
+
+
+def test_flags_override_the_preset():
+    recipe = load_script("deit_tiny").RECIPE
+    config = _flags(recipe, ["--preset=tiny", "--layer_pairs=0:0,3:5", "--mode=fft",
+                             "--epochs=3", "--batch_size=16", "--output_dir=/tmp/x"])
+    assert config.layer_pairs == [(0, 0), (3, 5)]
+    assert (config.mode, config.epochs, config.batch_size, config.output_dir) == (
+        "fft", 3, 16, "/tmp/x")
+    assert config.image_size == 32 and config.student_overrides["embed_dim"] == 32  # preset
+    paper = _flags(recipe, [])
+    assert paper == recipe.config()
+    with pytest.raises(ValueError, match="student:teacher"):
+        _flags(recipe, ["--layer_pairs=0-0"])
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_two_step_smoke_run(name, image_folder, tmp_path):
+    recipe = load_script(name).RECIPE
+    weights, _ = _teacher_weights(recipe, tmp_path)
+    out = str(tmp_path / "run")
+    config = _flags(recipe, ["--preset=tiny", f"--data_dir={image_folder}",
+                             f"--teacher_weights={weights}", f"--output_dir={out}",
+                             "--steps_per_epoch=2", "--verbose=0"])
+    summary = runner.run(recipe, config)
+    final = summary["final"]
+    assert final["global_step"] == 2 and final["epoch"] == 1
+    assert final["spectral_loss"] > 0 and final["kd_loss"] >= 0
+    assert 0.0 <= final["val_accuracy"] <= 1.0 and np.isfinite(final["loss"])
+    assert "ema_val_accuracy" in final
+    for path in ("student.keras", "student_ema.weights.h5", "best.weights.h5", "log.csv",
+                 "summary.json", "config.json", "checkpoints/latest.json",
+                 "tensorboard/train", "tensorboard/spectral"):
+        assert os.path.exists(os.path.join(out, path)), path
+    student = keras.saving.load_model(os.path.join(out, "student.keras"), compile=False)
+    assert student.output_shape[-1] == 3
+    assert json.load(open(os.path.join(out, "config.json")))["recipe"] == name
+
+
+def test_teacher_from_a_timm_checkpoint_and_a_keras_file(tmp_path):
+    """A timm checkpoint is converted on the fly (same logits as timm); .keras files load."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    recipe = load_script("deit_tiny").RECIPE
+    config = recipe.config("tiny")
+    overrides = config.teacher_overrides
+    reference = timm.models.cait.Cait(
+        img_size=32, patch_size=overrides["patch_size"], embed_dim=overrides["embed_dim"],
+        depth=overrides["depth"], num_heads=overrides["num_heads"], num_classes=3,
+        init_values=1e-5,
+    ).eval()
+    path = str(tmp_path / "cait.pth")
+    torch.save(reference.state_dict(), path)
+    teacher = runner.load_teacher(recipe, recipe.config("tiny", teacher_weights=path), 3)
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    logits = keras.ops.convert_to_numpy(teacher(images))
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    keras_path = str(tmp_path / "teacher.keras")
+    teacher.save(keras_path)
+    again = runner.load_teacher(recipe, recipe.config("tiny", teacher_weights=keras_path), 3)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(images)), logits, atol=1e-5)
+    with pytest.raises(ValueError, match="output classes"):
+        runner.load_teacher(recipe, recipe.config("tiny", teacher_weights=keras_path), 10)
+
+
+def test_missing_teacher_or_data_say_how_to_get_them(image_folder, tmp_path):
+    recipe = load_script("deit_tiny").RECIPE
+    with pytest.raises(FileNotFoundError, match="cait_s24_224.fb_dist_in1k"):
+        runner.run(recipe, recipe.config("tiny", data_dir=image_folder,
+                                         output_dir=str(tmp_path / "a")))
+    with pytest.raises(FileNotFoundError, match="do not exist.*pretrained=True"):
+        runner.run(recipe, recipe.config("tiny", data_dir=image_folder,
+                                         teacher_weights=str(tmp_path / "nope.pth"),
+                                         output_dir=str(tmp_path / "b")))
+    with pytest.raises(FileNotFoundError, match="image-net.org"):
+        runner.run(recipe, recipe.config("tiny", data_dir=str(tmp_path / "no_data"),
+                                         output_dir=str(tmp_path / "c")))
+
+
+def test_the_script_reports_a_missing_teacher(image_folder, tmp_path):
+    """The real command line: absl flags parsed by the script, a clear error, exit code 1."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "recipes", "swin_tiny.py"), "--preset=tiny",
+         f"--data_dir={image_folder}", f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert done.returncode != 0
+    assert "swin_small_patch4_window7_224.ms_in1k" in done.stderr
