@@ -54,8 +54,10 @@ class SpectralTensorBoard(keras.callbacks.Callback):
                 "`probe_images` must be a non-empty (B, H, W, C) batch of images; got shape "
                 f"{probe.shape}."
             )
-        if isinstance(every_n_epochs, bool) or int(every_n_epochs) != every_n_epochs or (
-            every_n_epochs < 1
+        if (
+            isinstance(every_n_epochs, bool)
+            or int(every_n_epochs) != every_n_epochs
+            or (every_n_epochs < 1)
         ):
             raise ValueError(f"`every_n_epochs` must be an int >= 1; got {every_n_epochs!r}.")
         self.log_dir = os.fspath(log_dir)
@@ -95,7 +97,8 @@ class SpectralTensorBoard(keras.callbacks.Callback):
             profile = self._profile_and_maps(backbone, role)[0]
             scalars = _intensity_scalars(role, profile)
             figure = plots.plot_intensity(
-                [profile], [_label(backbone, role)],
+                [profile],
+                [_label(backbone, role)],
                 title=f"Frequency intensity, epoch {step + 1}",
             )
         else:
@@ -133,7 +136,9 @@ class SpectralTensorBoard(keras.callbacks.Callback):
                         )
                     )
                 )
-                scalars[f"spectral/pair_loss/student_{student_unit:02d}_teacher_{teacher_unit:02d}"] = loss
+                scalars[
+                    f"spectral/pair_loss/student_{student_unit:02d}_teacher_{teacher_unit:02d}"
+                ] = loss
                 losses.append(loss)
             scalars["spectral/pair_loss/mean"] = float(np.mean(losses))
         scalars["spectral/profile_correlation"] = compare.profile_correlation(

@@ -70,9 +70,9 @@ class DemoConfig:
     def quick(cls, output_dir, data_dir=None):
         """A tiny version for tests: a few hundred images, one epoch, very small models."""
         return cls(
-            output_dir=output_dir, data_dir=data_dir, train_size=256, validation_size=128, batch_size=64,
-            teacher_epochs=1, student_epochs=1, warmup_epochs=0, profile_images=64,
-            teacher=dict(embed_dim=32, depth=3, num_heads=2, init_values=0.1),
+            output_dir=output_dir, data_dir=data_dir, train_size=128, validation_size=64,
+            batch_size=64, teacher_epochs=1, student_epochs=1, warmup_epochs=0,
+            profile_images=64, teacher=dict(embed_dim=32, depth=3, num_heads=2, init_values=0.1),
             student=dict(embed_dim=16, depth=2, num_heads=2), verbose=0,
         )
 

@@ -21,8 +21,9 @@ def read_events(event_dir):
     accumulator.Reload()
     events = {}
     for tag in accumulator.Tags()["tensors"]:
-        events[tag] = [(e.step, tensor_util.make_ndarray(e.tensor_proto))
-                       for e in accumulator.Tensors(tag)]
+        events[tag] = [
+            (e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)
+        ]
     return events
 
 
@@ -76,8 +77,11 @@ def test_distiller_training_logs_spectral_panels(tmp_path, data):
         assert steps[0][1] == steps[1][1]  # the frozen teacher does not move
     losses = []
     for s, t in PAIRS:
-        expected = float(keras.ops.convert_to_numpy(
-            spectral.spectral_pair_loss(student_maps[s], teacher_maps[t])))
+        expected = float(
+            keras.ops.convert_to_numpy(
+                spectral.spectral_pair_loss(student_maps[s], teacher_maps[t])
+            )
+        )
         logged = events[f"spectral/pair_loss/student_{s:02d}_teacher_{t:02d}"][-1][1]
         np.testing.assert_allclose(logged, expected, rtol=1e-5)
         losses.append(expected)
@@ -97,8 +101,9 @@ def test_distiller_training_logs_spectral_panels(tmp_path, data):
 def test_every_n_epochs_and_a_plain_backbone(tmp_path, data):
     images, labels = data
     model = TinyBackbone(width=4, depth=3, name="plain")
-    model.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     callback = SpectralTensorBoard(tmp_path, images[:2], every_n_epochs=2)
     model.fit(images, labels, batch_size=4, epochs=3, verbose=0, callbacks=[callback])
     events = read_events(callback.event_dir)
@@ -117,8 +122,10 @@ def test_a_distiller_without_teacher_logs_the_student_alone(tmp_path, data):
     callback = SpectralTensorBoard(tmp_path, images[:2])
     callback.set_model(distiller)
     scalars = callback.log_spectra(0)
-    assert set(scalars) == {"spectral/student/intensity/unit_00",
-                            "spectral/student/intensity/unit_01"}
+    assert set(scalars) == {
+        "spectral/student/intensity/unit_00",
+        "spectral/student/intensity/unit_01",
+    }
     assert "spectral/intensity_profile" in read_events(callback.event_dir)
 
 

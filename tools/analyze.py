@@ -52,16 +52,18 @@ FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 def define_flags():
     flags.DEFINE_string("model", None, "Registered model name (timm's), e.g. cait_s24_224.")
     flags.DEFINE_string(
-        "weights", None,
+        "weights",
+        None,
         "A .keras model, a .weights.h5 file, or a timm checkpoint (.safetensors/.pth/.bin). "
         "Without it the weights are RANDOM.",
     )
-    flags.DEFINE_string("model_kwargs", None, 'JSON constructor overrides, e.g. \'{"depth": 4}\'.')
+    flags.DEFINE_string("model_kwargs", None, "JSON constructor overrides, e.g. '{\"depth\": 4}'.")
     flags.DEFINE_string("student", None, "Optional second model (e.g. a distilled student).")
     flags.DEFINE_string("student_weights", None, "Weights of --student (same forms as --weights).")
     flags.DEFINE_string("student_kwargs", None, "JSON constructor overrides of --student.")
     flags.DEFINE_integer(
-        "num_classes", None,
+        "num_classes",
+        None,
         "Head size for random or .weights.h5 models (default 1000; timm checkpoints set it).",
     )
     flags.DEFINE_string(
@@ -94,10 +96,13 @@ def load_backbone(name, weights=None, model_kwargs=None, num_classes=None, image
         logging.warning(
             "\n%s\n!!! %s has RANDOM weights (no --weights given): its spectra describe an\n"
             "!!! untrained network, not the paper's analysis. Pass --weights for that.\n%s",
-            banner, name, banner,
+            banner,
+            name,
+            banner,
         )
-        return models.create(name, num_classes=1000 if num_classes is None else num_classes,
-                             **kwargs)
+        return models.create(
+            name, num_classes=1000 if num_classes is None else num_classes, **kwargs
+        )
     path = os.path.expanduser(weights)
     if not os.path.exists(path):
         raise FileNotFoundError(f"--weights file {path!r} does not exist.")
@@ -112,8 +117,9 @@ def load_backbone(name, weights=None, model_kwargs=None, num_classes=None, image
             )
         return model
     if path.endswith(".weights.h5"):
-        model = models.create(name, num_classes=1000 if num_classes is None else num_classes,
-                              **kwargs)
+        model = models.create(
+            name, num_classes=1000 if num_classes is None else num_classes, **kwargs
+        )
         model.load_weights(path)
         return model
     from keras_spectralkd.convert.timm import from_timm
@@ -292,8 +298,9 @@ def summary(results):
         profile = results.get(f"{role}_profile")
         if profile is None:
             continue
-        lines.append(f"{role} {profile.model_name}: {profile.num_images} images, "
-                     f"{len(profile)} units")
+        lines.append(
+            f"{role} {profile.model_name}: {profile.num_images} images, {len(profile)} units"
+        )
         lines.append("  unit  rel.depth  C     intensity   entropy   mean|X|")
         for i, unit in enumerate(profile.units):
             entropy = "-" if profile.entropy is None else f"{profile.entropy[i]:.4f}"

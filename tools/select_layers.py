@@ -52,8 +52,9 @@ def student_units(name, overrides=None):
     return create(name, **(overrides or {})).num_units
 
 
-def select_layers(profile, student_depth=None, student=None, student_kwargs=None,
-                  num_front=None, num_back=None):
+def select_layers(
+    profile, student_depth=None, student=None, student_kwargs=None, num_front=None, num_back=None
+):
     """Returns (pairs, flag text) for a profile path or `Profile`."""
     from keras_spectralkd import analysis
 

@@ -15,7 +15,6 @@ backend, nothing to close, safe in callbacks and on headless machines.
 
 import os
 
-import numpy as np
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -83,9 +82,7 @@ def _depth_axis(axis):
 
 
 # === Intensity over depth ===
-def plot_intensity(
-    profiles, labels=None, layer_pairs=None, normalize=None, title=None, path=None
-):
+def plot_intensity(profiles, labels=None, layer_pairs=None, normalize=None, title=None, path=None):
     """Frequency intensity L(X) of each unit over relative depth, models overlaid.
 
     Args:
@@ -134,14 +131,25 @@ def plot_intensity(
             _mark_pairs(axis, curves, [tuple(p) for p in layer_pairs])
         _depth_axis(axis)
         axis.set_ylabel(
-            "Intensity L(X) / mean over units" if normalize == "mean" else "Frequency intensity L(X)"
+            "Intensity L(X) / mean over units"
+            if normalize == "mean"
+            else "Frequency intensity L(X)"
         )
         axis.set_title(title or "Frequency intensity over depth")
         handles, names = axis.get_legend_handles_labels()
         if layer_pairs:
             handles.append(
-                Line2D([], [], color="0.45", linestyle="--", linewidth=0.8, marker="o",
-                       markerfacecolor="0.45", markeredgecolor="0.45", markersize=4)
+                Line2D(
+                    [],
+                    [],
+                    color="0.45",
+                    linestyle="--",
+                    linewidth=0.8,
+                    marker="o",
+                    markerfacecolor="0.45",
+                    markeredgecolor="0.45",
+                    markersize=4,
+                )
             )
             names.append(f"selected layer pairs ({len(layer_pairs)})")
         axis.legend(handles, names, frameon=False, loc="best")
@@ -213,7 +221,9 @@ def plot_layer_spectra(profiles, labels=None, cmap="viridis", log_scale=True, pa
             if log_scale:
                 axis.set_yscale("log")
         axes[0].set_ylabel("Channel spectrum S[k]")
-        colorbar = figure.colorbar(ScalarMappable(norm=norm, cmap=colormap), ax=list(axes), pad=0.02)
+        colorbar = figure.colorbar(
+            ScalarMappable(norm=norm, cmap=colormap), ax=list(axes), pad=0.02
+        )
         colorbar.set_label("Relative depth")
     return _finish(figure, path)
 

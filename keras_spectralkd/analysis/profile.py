@@ -111,7 +111,9 @@ class Profile:
             )
         for unit in self.units:
             if not 0 <= unit < self.depth:
-                raise ValueError(f"Unit {unit} is outside 0..{self.depth - 1} (depth={self.depth}).")
+                raise ValueError(
+                    f"Unit {unit} is outside 0..{self.depth - 1} (depth={self.depth})."
+                )
         for unit, channels, spectrum in zip(self.units, self.num_channels, self.spectra):
             if spectrum.shape != (channels,):
                 raise ValueError(
@@ -133,7 +135,7 @@ class Profile:
         return np.asarray(self.units, dtype=np.float64) / (self.depth - 1)
 
     def normalized_frequency(self, position):
-        """`fftfreq(C)[:C//2]` of the unit at `position` (0..len-1): cycles per channel, [0, 0.5)."""
+        """`fftfreq(C)[:C//2]` of the unit at `position` (0..len-1): cycles/channel, [0, 0.5)."""
         channels = self.num_channels[position]
         return np.fft.fftfreq(channels)[: channels // 2]
 
@@ -221,7 +223,7 @@ class Profile:
         buffer.write("# " + json.dumps(header) + "\n")
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(_CSV_COLUMNS)
-        for i, row in enumerate(self.to_dict()["units"]):
+        for row in self.to_dict()["units"]:
             lo, hi = row["entropy_range"] if row["entropy_range"] is not None else ("", "")
             writer.writerow(
                 [
@@ -244,7 +246,9 @@ class Profile:
     def from_csv(cls, text):
         lines = text.splitlines()
         if not lines or not lines[0].startswith("#"):
-            raise ValueError("Not a keras_spectralkd profile CSV: the first line must be '# {...}'.")
+            raise ValueError(
+                "Not a keras_spectralkd profile CSV: the first line must be '# {...}'."
+            )
         header = json.loads(lines[0][1:])
         reader = csv.DictReader(lines[1:])
         if reader.fieldnames != _CSV_COLUMNS:
@@ -263,7 +267,9 @@ class Profile:
                     "entropy": float(row["entropy"]) if row["entropy"] != "" else None,
                     "magnitude": float(row["magnitude"]),
                     "entropy_range": (
-                        [float(row["entropy_min"]), float(row["entropy_max"])] if has_range else None
+                        [float(row["entropy_min"]), float(row["entropy_max"])]
+                        if has_range
+                        else None
                     ),
                     "spectrum": [float(v) for v in row["spectrum"].split()],
                 }
@@ -493,7 +499,10 @@ def profile_model(
         ranges = [(stat.minimum, stat.maximum) for stat in stats]
         batches = _forward_batches(model, data, units, num_images, batch_size, verbose, "pass 2/2")
         for batch_index, (images, maps) in enumerate(batches):
-            if batch_index >= len(fingerprints) or _fingerprint(images) != fingerprints[batch_index]:
+            if (
+                batch_index >= len(fingerprints)
+                or _fingerprint(images) != fingerprints[batch_index]
+            ):
                 raise ValueError(
                     "`data` yielded different images on the entropy pass than on the first pass "
                     f"(batch {batch_index}); the two-pass entropy needs the same images in the "
@@ -504,15 +513,16 @@ def profile_model(
                 _accumulate_entropy(unit, stat, feature_map, value_range, entropy_bins)
         if stats[0].entropy_tokens != stats[0].num_tokens:
             raise ValueError(
-                f"`data` yielded fewer images on the entropy pass than the {seen} of the first pass."
+                f"`data` yielded fewer images on the entropy pass than the {seen} of pass 1."
             )
 
     name = name if name is not None else getattr(model, "name", type(model).__name__)
     return _finish_profile(stats, units, depth, name, seen, entropy, entropy_bins, ranges)
 
 
-def profile_maps(maps, units=None, depth=None, name="model", entropy=True,
-                 entropy_bins=DEFAULT_ENTROPY_BINS):
+def profile_maps(
+    maps, units=None, depth=None, name="model", entropy=True, entropy_bins=DEFAULT_ENTROPY_BINS
+):
     """The `Profile` of maps already computed (one batch; no model run).
 
     Used where the maps are at hand anyway (e.g. `SpectralTensorBoard`, which also needs them for
@@ -543,7 +553,9 @@ def profile_maps(maps, units=None, depth=None, name="model", entropy=True,
         _accumulate(stat, feature_map)
         if entropy:
             _accumulate_entropy(unit, stat, feature_map, ranges[position], entropy_bins)
-    return _finish_profile(stats, units, depth, name, maps[0].shape[0], entropy, entropy_bins, ranges)
+    return _finish_profile(
+        stats, units, depth, name, maps[0].shape[0], entropy, entropy_bins, ranges
+    )
 
 
 def _accumulate(stat, feature_map):
@@ -635,7 +647,9 @@ def _model_depth(model):
 def _normalize_indices(indices, depth):
     if isinstance(indices, int) and not isinstance(indices, bool):
         if depth is None or not 0 < indices <= depth:
-            raise ValueError(f"`indices`={indices} (the last n units) needs 1 <= n <= depth={depth}.")
+            raise ValueError(
+                f"`indices`={indices} (the last n units) needs 1 <= n <= depth={depth}."
+            )
         return list(range(depth - indices, depth))
     units = [int(i) for i in indices]
     if not units:
@@ -713,7 +727,9 @@ def _iterate_images(data, batch_size):
 
 def _is_array(value):
     return isinstance(value, np.ndarray) or (
-        hasattr(value, "shape") and hasattr(value, "dtype") and not hasattr(value, "as_numpy_iterator")
+        hasattr(value, "shape")
+        and hasattr(value, "dtype")
+        and not hasattr(value, "as_numpy_iterator")
     )
 
 

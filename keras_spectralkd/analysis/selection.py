@@ -24,8 +24,8 @@ The automatic rule (deterministic, no tuning constant):
    (unit k-1 or unit T-m) with the lower intensity is dropped (the back one on ties), never
    going below one unit per end. Counts passed explicitly are never trimmed.
 
-For a CaiT-S24-like profile (high in its first 2 and last 6 blocks) and a 12-block DeiT this gives k=2, m=6:
-student 0 1 6 7 8 9 10 11 <- teacher 0 1 18 19 20 21 22 23 (SPEC.md 4).
+For a CaiT-S24-like profile (high in its first 2 and last 6 blocks) and a 12-block DeiT this
+gives k=2, m=6: student 0 1 6 7 8 9 10 11 <- teacher 0 1 18 19 20 21 22 23 (SPEC.md 4).
 
 Pairs travel on the command line as `student:teacher` items: `--layer_pairs=0:0,1:1,6:18`;
 `format_layer_pairs` writes that text and `parse_layer_pairs` reads it (the recipes use both).
@@ -150,8 +150,8 @@ def _teacher_intensity(teacher_profile):
         units = list(teacher_profile.units)
         if units != list(range(teacher_profile.depth)):
             raise ValueError(
-                f"Layer selection needs a profile of every teacher unit 0..{teacher_profile.depth - 1}"
-                f"; this one has units {units}."
+                "Layer selection needs a profile of every teacher unit "
+                f"0..{teacher_profile.depth - 1}; this one has units {units}."
             )
         return np.asarray(teacher_profile.intensity, dtype=np.float64)
     intensity = np.asarray(teacher_profile, dtype=np.float64)

@@ -104,6 +104,7 @@ class CheckpointManager:
         tmp = os.path.join(self.directory, f".tmp-{name}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
+        _ensure_built(self.model)
         self.model.save_weights(os.path.join(tmp, MODEL_FILE))
         for key, extra in self.extra_models.items():
             extra.save_weights(os.path.join(tmp, f"{key}.weights.h5"))

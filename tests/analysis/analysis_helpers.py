@@ -54,7 +54,9 @@ class NumpyBackbone:
         self.name = "numpy_backbone"
         self.image_size = image_size
         self.widths, self.grids = list(widths), list(grids)
-        self._weights = [rng.normal(size=(3 * (image_size // g) ** 2, c)) for c, g in zip(widths, grids)]
+        self._weights = [
+            rng.normal(size=(3 * (image_size // g) ** 2, c)) for c, g in zip(widths, grids)
+        ]
         self._offsets = rng.normal(size=len(widths))
         self.calls = 0
 
@@ -107,8 +109,12 @@ class WideningBackbone(Backbone):
             x = layers.Add(name=f"unit_{i}")([x, branch])
             units.append(x)
             info.append(
-                {"module": f"unit_{i}", "num_chs": width, "reduction": image_size // grid,
-                 "grid": (grid, grid)}
+                {
+                    "module": f"unit_{i}",
+                    "num_chs": width,
+                    "reduction": image_size // grid,
+                    "grid": (grid, grid),
+                }
             )
         logits = layers.Dense(num_classes, name="head")(layers.GlobalAveragePooling2D()(x))
         super().__init__(images, logits, unit_outputs=units, feature_info=info, **kwargs)
@@ -152,8 +158,9 @@ def make_profile(intensity, widths=None, spectrum_fn=None, entropy=None, name="m
     )
 
 
-def cait_like_profile(floor=0.2, rise=(0.36, 0.40, 0.45, 0.52, 0.60, 0.75), front=(0.62, 0.48),
-                      noise=0.0, seed=0):
+def cait_like_profile(
+    floor=0.2, rise=(0.36, 0.40, 0.45, 0.52, 0.60, 0.75), front=(0.62, 0.48), noise=0.0, seed=0
+):
     """24 units: 2 high first blocks, a long low floor (16 blocks), 6 last blocks rising
     gradually: the U that made the paper pick teacher blocks 0 1 18..23."""
     rng = np.random.default_rng(seed)

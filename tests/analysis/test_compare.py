@@ -1,4 +1,4 @@
-"""Comparison of profiles: depth-aligned correlation and spectral distance on normalised frequency."""
+"""Comparison of profiles: depth-aligned correlation, spectral distance on normalised frequency."""
 
 import numpy as np
 import pytest
@@ -65,7 +65,9 @@ def test_spectrum_distance_on_normalised_frequency():
         spectrum_distance(f8, np.ones(4), f16, bumped, normalize=False), expected, rtol=1e-12
     )
     # Symmetric in its arguments.
-    assert spectrum_distance(f16, bumped, f8, np.ones(4), normalize=False) == pytest.approx(expected)
+    assert spectrum_distance(f16, bumped, f8, np.ones(4), normalize=False) == pytest.approx(
+        expected
+    )
     with pytest.raises(ValueError, match="differ in length"):
         spectrum_distance(f8, np.ones(3), f16, bumped)
 
@@ -88,10 +90,18 @@ def test_compare_profiles():
     def decaying(f):
         return np.exp(-8 * f)
 
-    teacher = make_profile(np.linspace(1, 2, 24), widths=[384] * 24, spectrum_fn=decaying,
-                           entropy=np.linspace(3, 4, 24))
-    student = make_profile(np.linspace(1, 2, 12), widths=[192] * 12, spectrum_fn=decaying,
-                           entropy=np.linspace(3, 4, 12))
+    teacher = make_profile(
+        np.linspace(1, 2, 24),
+        widths=[384] * 24,
+        spectrum_fn=decaying,
+        entropy=np.linspace(3, 4, 24),
+    )
+    student = make_profile(
+        np.linspace(1, 2, 12),
+        widths=[192] * 12,
+        spectrum_fn=decaying,
+        entropy=np.linspace(3, 4, 12),
+    )
     result = compare_profiles(teacher, student, pairs=[(0, 0), (11, 23)])
     assert result.intensity_correlation == pytest.approx(1.0, abs=1e-9)
     assert result.entropy_correlation == pytest.approx(1.0, abs=1e-9)
@@ -102,8 +112,12 @@ def test_compare_profiles():
     flat = make_profile(np.linspace(1, 2, 12), widths=[192] * 12)
     assert compare_profiles(teacher, flat).spectral_distance > 0.5
     assert set(result.to_dict()) == {
-        "intensity_correlation", "entropy_correlation", "magnitude_correlation", "pairs",
-        "pair_distances", "spectral_distance",
+        "intensity_correlation",
+        "entropy_correlation",
+        "magnitude_correlation",
+        "pairs",
+        "pair_distances",
+        "spectral_distance",
     }
     with pytest.raises(ValueError, match="not profiled"):
         compare_profiles(teacher, student, pairs=[(12, 0)])

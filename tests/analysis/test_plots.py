@@ -19,12 +19,23 @@ def profiles():
     def decaying(f):
         return np.exp(-5 * f) + 0.2
 
-    teacher = make_profile(cait_like_profile(), widths=[384] * 24, spectrum_fn=decaying,
-                           entropy=np.linspace(4, 5, 24), name="teacher")
-    student = make_profile(cait_like_profile()[::2], widths=[192] * 12, spectrum_fn=decaying,
-                           entropy=np.linspace(4, 5, 12), name="student")
-    swin = make_profile([0.5, 0.3, 0.2, 0.4], widths=[96, 192, 384, 768], spectrum_fn=decaying,
-                        name="swin")
+    teacher = make_profile(
+        cait_like_profile(),
+        widths=[384] * 24,
+        spectrum_fn=decaying,
+        entropy=np.linspace(4, 5, 24),
+        name="teacher",
+    )
+    student = make_profile(
+        cait_like_profile()[::2],
+        widths=[192] * 12,
+        spectrum_fn=decaying,
+        entropy=np.linspace(4, 5, 12),
+        name="student",
+    )
+    swin = make_profile(
+        [0.5, 0.3, 0.2, 0.4], widths=[96, 192, 384, 768], spectrum_fn=decaying, name="swin"
+    )
     return teacher, student, swin
 
 
@@ -99,8 +110,9 @@ def test_entropy_magnitude_plot(tmp_path, profiles):
 
 def test_save_profile_figures(tmp_path, profiles):
     teacher, student, _ = profiles
-    paths = save_profile_figures(tmp_path / "figs", [teacher, student],
-                                 layer_pairs=select_layer_pairs(teacher, 12))
+    paths = save_profile_figures(
+        tmp_path / "figs", [teacher, student], layer_pairs=select_layer_pairs(teacher, 12)
+    )
     assert set(paths) == {"intensity", "spectra", "entropy_magnitude"}
     for path in paths.values():
         assert_png(path)

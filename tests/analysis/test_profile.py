@@ -41,7 +41,9 @@ def test_channel_spectrum_of_a_pure_cosine(rng):
     expected[0] = abs(offset)
     expected[frequency] = expected[channels - frequency] = amplitude / 2
     np.testing.assert_allclose(profile.spectra[0], expected, atol=1e-12)
-    np.testing.assert_allclose(profile.intensity[0], (abs(offset) + amplitude) / channels, rtol=1e-12)
+    np.testing.assert_allclose(
+        profile.intensity[0], (abs(offset) + amplitude) / channels, rtol=1e-12
+    )
     # The layer-wise spectrum: first half on fftfreq(C)[:C//2] = k / C.
     np.testing.assert_allclose(profile.normalized_frequency(0), c[: channels // 2] / channels)
     np.testing.assert_allclose(profile.half_spectrum(0), expected[: channels // 2], atol=1e-12)
@@ -55,7 +57,8 @@ def test_channel_spectrum_agrees_with_the_keras_ops_version(rng):
     ours = keras.ops.convert_to_numpy(spectral.channel_spectrum(x))
     np.testing.assert_allclose(profile.spectra[0], ours, rtol=2e-5, atol=1e-7)
     np.testing.assert_allclose(
-        profile.intensity[0], float(keras.ops.convert_to_numpy(spectral.frequency_intensity(x))),
+        profile.intensity[0],
+        float(keras.ops.convert_to_numpy(spectral.frequency_intensity(x))),
         rtol=2e-5,
     )
 
@@ -175,12 +178,14 @@ def test_fixed_entropy_range_needs_one_pass(numpy_backbone, images):
 
 
 def test_num_images_and_indices(numpy_backbone, images):
-    profile = profile_model(numpy_backbone, images, num_images=5, batch_size=2, indices=[1, 3],
-                            verbose=0)
+    profile = profile_model(
+        numpy_backbone, images, num_images=5, batch_size=2, indices=[1, 3], verbose=0
+    )
     reference = _reference_profile(NumpyBackbone(), images[:5])
     assert profile.num_images == 5 and profile.units == [1, 3] and profile.depth == 4
-    np.testing.assert_allclose(profile.intensity, np.asarray(reference["intensity"])[[1, 3]],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        profile.intensity, np.asarray(reference["intensity"])[[1, 3]], rtol=1e-12
+    )
     np.testing.assert_allclose(profile.relative_depth, [1 / 3, 1])
     last_two = profile_model(numpy_backbone, images, indices=2, entropy=False, verbose=0)
     assert last_two.units == [2, 3]
@@ -258,8 +263,7 @@ def test_keras_backbone_streaming(images):
 
 # === The Profile type ===
 def _profile(numpy_backbone, images, entropy=True):
-    return profile_model(numpy_backbone, images, batch_size=4, entropy=entropy, name="m",
-                         verbose=0)
+    return profile_model(numpy_backbone, images, batch_size=4, entropy=entropy, name="m", verbose=0)
 
 
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
@@ -268,8 +272,16 @@ def test_save_and_load_round_trip_exactly(tmp_path, numpy_backbone, images, suff
     profile = _profile(numpy_backbone, images, entropy)
     path = profile.save(tmp_path / "sub" / f"profile{suffix}")
     loaded = Profile.load(path)
-    for field in ("model_name", "depth", "units", "num_channels", "grids", "num_images",
-                  "entropy_bins", "entropy_ranges"):
+    for field in (
+        "model_name",
+        "depth",
+        "units",
+        "num_channels",
+        "grids",
+        "num_images",
+        "entropy_bins",
+        "entropy_ranges",
+    ):
         assert getattr(loaded, field) == getattr(profile, field), field
     for field in ("intensity", "magnitude", "entropy"):
         if getattr(profile, field) is None:
@@ -298,8 +310,18 @@ def test_profile_validation(tmp_path, numpy_backbone, images):
     with pytest.raises(ValueError, match="must end in .json or .csv"):
         profile.save(tmp_path / "p.txt")
     with pytest.raises(ValueError, match="fields of other lengths"):
-        Profile("m", 4, [0, 1], [6, 8], [(4, 4), (4, 4)], [np.ones(6), np.ones(8)], [1.0],
-                None, [1.0, 1.0], 3)
+        Profile(
+            "m",
+            4,
+            [0, 1],
+            [6, 8],
+            [(4, 4), (4, 4)],
+            [np.ones(6), np.ones(8)],
+            [1.0],
+            None,
+            [1.0, 1.0],
+            3,
+        )
     with pytest.raises(ValueError, match="spectrum has shape"):
         Profile("m", 4, [0], [6], [(4, 4)], [np.ones(5)], [1.0], None, [1.0], 3)
     with pytest.raises(ValueError, match="outside 0..3"):
@@ -311,8 +333,15 @@ def test_profile_validation(tmp_path, numpy_backbone, images):
 def test_a_real_backbone_matches_its_feature_info(rng):
     from keras_spectralkd import models
 
-    model = models.create("deit_tiny_patch16_224", num_classes=3, image_size=16, patch_size=8,
-                          embed_dim=12, depth=3, num_heads=2)
+    model = models.create(
+        "deit_tiny_patch16_224",
+        num_classes=3,
+        image_size=16,
+        patch_size=8,
+        embed_dim=12,
+        depth=3,
+        num_heads=2,
+    )
     # One batch shape only: eager JAX compiles every op once per shape.
     images = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
     profile = profile_model(model, images, batch_size=2, verbose=0)

@@ -86,9 +86,16 @@ def test_a_deeper_student_than_teacher():
 def test_accepts_a_profile_object_and_a_backbone_for_the_depth():
     intensity = cait_like_profile()
     profile = Profile(
-        model_name="cait", depth=24, units=list(range(24)), num_channels=[4] * 24,
-        grids=[(1, 1)] * 24, spectra=[np.full(4, v) for v in intensity], intensity=intensity,
-        entropy=None, magnitude=intensity, num_images=1,
+        model_name="cait",
+        depth=24,
+        units=list(range(24)),
+        num_channels=[4] * 24,
+        grids=[(1, 1)] * 24,
+        spectra=[np.full(4, v) for v in intensity],
+        intensity=intensity,
+        entropy=None,
+        magnitude=intensity,
+        num_images=1,
     )
 
     class Student:
@@ -96,8 +103,16 @@ def test_accepts_a_profile_object_and_a_backbone_for_the_depth():
 
     assert select_layer_pairs(profile, Student()) == DEIT_PAIRS
     partial = Profile(
-        model_name="cait", depth=24, units=[0, 1], num_channels=[4] * 2, grids=[(1, 1)] * 2,
-        spectra=[np.ones(4)] * 2, intensity=[1, 1], entropy=None, magnitude=[1, 1], num_images=1,
+        model_name="cait",
+        depth=24,
+        units=[0, 1],
+        num_channels=[4] * 2,
+        grids=[(1, 1)] * 2,
+        spectra=[np.ones(4)] * 2,
+        intensity=[1, 1],
+        entropy=None,
+        magnitude=[1, 1],
+        num_images=1,
     )
     with pytest.raises(ValueError, match="every teacher unit"):
         select_layer_pairs(partial, 12)

@@ -32,8 +32,14 @@ def image_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     for index, (cls, size, extension) in enumerate(
-        [("n01", (40, 52), "png"), ("n01", (64, 48), "jpg"), ("n02", (50, 50), "JPEG"),
-         ("n02", (36, 70), "png"), ("n03", (45, 45), "jpeg"), ("n03", (80, 60), "png")]
+        [
+            ("n01", (40, 52), "png"),
+            ("n01", (64, 48), "jpg"),
+            ("n02", (50, 50), "JPEG"),
+            ("n02", (36, 70), "png"),
+            ("n03", (45, 45), "jpeg"),
+            ("n03", (80, 60), "png"),
+        ]
     ):
         folder = root / "val" / cls
         folder.mkdir(parents=True, exist_ok=True)
@@ -48,8 +54,14 @@ def image_folder(tmp_path_factory):
 def results(image_folder, tmp_path_factory):
     output_dir = str(tmp_path_factory.mktemp("analysis"))
     return analyze_tool.analyze(
-        model=TEACHER[0], model_kwargs=TEACHER[1], student=STUDENT[0], student_kwargs=STUDENT[1],
-        data=image_folder, num_images=4, batch_size=2, image_size=IMAGE_SIZE,
+        model=TEACHER[0],
+        model_kwargs=TEACHER[1],
+        student=STUDENT[0],
+        student_kwargs=STUDENT[1],
+        data=image_folder,
+        num_images=4,
+        batch_size=2,
+        image_size=IMAGE_SIZE,
         output_dir=output_dir,
     )
 
@@ -57,8 +69,14 @@ def results(image_folder, tmp_path_factory):
 def test_writes_profiles_comparison_and_figures(results):
     files = results["files"]
     assert set(files) == {
-        "model_profile_json", "model_profile_csv", "student_profile_json", "student_profile_csv",
-        "comparison", "intensity", "spectra", "entropy_magnitude",
+        "model_profile_json",
+        "model_profile_csv",
+        "student_profile_json",
+        "student_profile_csv",
+        "comparison",
+        "intensity",
+        "spectra",
+        "entropy_magnitude",
     }
     for path in files.values():
         assert os.path.getsize(path) > 0, path
@@ -124,10 +142,12 @@ def test_weights_files_and_random_weights_warning(tmp_path, caplog):
     model.save_weights(str(tmp_path / "w.weights.h5"))
     model.save(str(tmp_path / "m.keras"))
     for path in ("w.weights.h5", "m.keras"):
-        loaded = analyze_tool.load_backbone(name, str(tmp_path / path), kwargs, num_classes=10,
-                                            image_size=IMAGE_SIZE)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images)), expected,
-                                   rtol=1e-5, atol=1e-6)
+        loaded = analyze_tool.load_backbone(
+            name, str(tmp_path / path), kwargs, num_classes=10, image_size=IMAGE_SIZE
+        )
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(loaded(images)), expected, rtol=1e-5, atol=1e-6
+        )
     with pytest.raises(FileNotFoundError, match="does not exist"):
         analyze_tool.load_backbone(name, str(tmp_path / "missing.safetensors"))
     with caplog.at_level(logging.WARNING):
@@ -138,13 +158,20 @@ def test_weights_files_and_random_weights_warning(tmp_path, caplog):
 def test_command_line(tmp_path, image_folder):
     output_dir = tmp_path / "out"
     command = [
-        sys.executable, os.path.join(REPO, "tools", "analyze.py"),
-        f"--model={STUDENT[0]}", f"--model_kwargs={json.dumps(STUDENT[1])}",
-        f"--data={image_folder}", "--num_images=2", f"--image_size={IMAGE_SIZE}",
-        "--student_depth=2", "--noentropy", f"--output_dir={output_dir}",
+        sys.executable,
+        os.path.join(REPO, "tools", "analyze.py"),
+        f"--model={STUDENT[0]}",
+        f"--model_kwargs={json.dumps(STUDENT[1])}",
+        f"--data={image_folder}",
+        "--num_images=2",
+        f"--image_size={IMAGE_SIZE}",
+        "--student_depth=2",
+        "--noentropy",
+        f"--output_dir={output_dir}",
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, env=script_env(),
-                               timeout=600)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env=script_env(), timeout=600
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "RANDOM weights" in completed.stderr
     lines = completed.stdout.strip().splitlines()
@@ -152,6 +179,9 @@ def test_command_line(tmp_path, image_folder):
     profile = Profile.load(output_dir / "model_profile.json")
     assert profile.num_images == 2 and profile.entropy is None
     assert sorted(os.listdir(output_dir)) == [
-        "entropy_magnitude.png", "intensity.png", "model_profile.csv", "model_profile.json",
+        "entropy_magnitude.png",
+        "intensity.png",
+        "model_profile.csv",
+        "model_profile.json",
         "spectra.png",
     ]

@@ -21,12 +21,20 @@ DEIT_FLAG = "--layer_pairs=0:0,1:1,6:18,7:19,8:20,9:21,10:22,11:23"
 @pytest.fixture
 def cait_profile_path(tmp_path):
     """A saved CaiT-S24-like profile: high first 2 blocks, low floor, 6 rising last blocks."""
-    intensity = np.concatenate([[0.62, 0.48], 0.2 + np.linspace(0, 0.04, 16),
-                                [0.36, 0.40, 0.45, 0.52, 0.60, 0.75]])
+    intensity = np.concatenate(
+        [[0.62, 0.48], 0.2 + np.linspace(0, 0.04, 16), [0.36, 0.40, 0.45, 0.52, 0.60, 0.75]]
+    )
     profile = Profile(
-        model_name="cait_s24_224", depth=24, units=list(range(24)), num_channels=[4] * 24,
-        grids=[(14, 14)] * 24, spectra=[np.full(4, v) for v in intensity], intensity=intensity,
-        entropy=None, magnitude=intensity, num_images=32,
+        model_name="cait_s24_224",
+        depth=24,
+        units=list(range(24)),
+        num_channels=[4] * 24,
+        grids=[(14, 14)] * 24,
+        spectra=[np.full(4, v) for v in intensity],
+        intensity=intensity,
+        entropy=None,
+        magnitude=intensity,
+        num_images=32,
     )
     return str(profile.save(tmp_path / "model_profile.json"))
 
@@ -41,8 +49,9 @@ def test_paper_pairs_from_a_saved_profile(cait_profile_path, tmp_path):
     assert select_tool.select_layers(cait_profile_path, student="deit_tiny_patch16_224")[1] == (
         DEIT_FLAG
     )
-    _, flag = select_tool.select_layers(cait_profile_path, student_depth=12, num_front=1,
-                                        num_back=1)
+    _, flag = select_tool.select_layers(
+        cait_profile_path, student_depth=12, num_front=1, num_back=1
+    )
     assert flag == "--layer_pairs=0:0,11:23"
 
 
@@ -57,13 +66,20 @@ def test_needs_exactly_one_student_description(cait_profile_path):
     with pytest.raises(ValueError, match="--student_depth or --student"):
         select_tool.select_layers(cait_profile_path)
     with pytest.raises(ValueError, match="only one"):
-        select_tool.select_layers(cait_profile_path, student_depth=12, student="deit_tiny_patch16_224")
+        select_tool.select_layers(
+            cait_profile_path, student_depth=12, student="deit_tiny_patch16_224"
+        )
 
 
 def test_command_line_prints_only_the_flag(cait_profile_path):
-    command = [sys.executable, os.path.join(REPO, "tools", "select_layers.py"),
-               f"--profile={cait_profile_path}", "--student=deit_tiny_patch16_224"]
-    completed = subprocess.run(command, capture_output=True, text=True, env=script_env(),
-                               timeout=300)
+    command = [
+        sys.executable,
+        os.path.join(REPO, "tools", "select_layers.py"),
+        f"--profile={cait_profile_path}",
+        "--student=deit_tiny_patch16_224",
+    ]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env=script_env(), timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.strip() == DEIT_FLAG

@@ -35,11 +35,9 @@ def test_two_devices_give_the_same_update_as_one(tmp_path):
     report = _run_worker(keras.backend.backend(), tmp_path)
     expected_kind = "mirrored" if keras.backend.backend() == "tensorflow" else "data_parallel"
     assert (report["kind"], report["replicas"]) == (expected_kind, 2)
-    for name in ("sgd", "adamw"):
-        result = report[name]
-        assert result["max_update"] > 1e-3, name  # the step really moved the weights
-        assert result["max_weight_difference"] < 1e-5, (name, result)
-        assert abs(result["loss_1"] - result["loss_2"]) < 1e-5 * max(1.0, result["loss_1"])
+    assert report["max_update"] > 1e-3, report  # the steps really moved the weights
+    assert report["max_weight_difference"] < 1e-5, report
+    assert abs(report["loss_1"] - report["loss_2"]) < 1e-5 * max(1.0, report["loss_1"]), report
 
 
 def test_single_device_setup():

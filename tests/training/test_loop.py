@@ -52,11 +52,12 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_weights(tmp_path):
     epochs = 2
 
     reference = _distiller()
-    ema = ModelEMA(reference.student, decay=0.9)
+    ema = ModelEMA(reference.student, decay=0.9, validation_data=validation)
     result = train(reference, train_data, epochs=epochs, steps_per_epoch=steps,
                    validation_data=validation, output_dir=str(tmp_path / "a"), ema=ema,
                    verbose=0)
     assert [row["epoch"] for row in result.history] == [1, 2]
+    _check_outputs(str(tmp_path / "a"), result, steps)
 
     # Killed at step 9 (epoch 2, step 3); the last checkpoint is the one of step 8.
     interrupted = _distiller()
@@ -85,11 +86,8 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_weights(tmp_path):
     assert [row["epoch"] for row in result_b.history] == [1, 2]
 
 
-def test_outputs_logs_and_best_epoch(tmp_path):
-    train_data, validation, steps = tiny_stream()
-    out = str(tmp_path)
-    result = train(_distiller(), train_data, epochs=2, steps_per_epoch=steps,
-                   validation_data=validation, output_dir=out, verbose=0)
+def _check_outputs(out, result, steps):
+    """Logs, best epoch and checkpoints of a finished 2-epoch run in `out`."""
     for name in ("log.csv", "log.jsonl", "best.json", "best.weights.h5",
                  "checkpoints/latest.json"):
         assert os.path.exists(os.path.join(out, name)), name
@@ -97,7 +95,7 @@ def test_outputs_logs_and_best_epoch(tmp_path):
         lines = f.read().splitlines()
     header = lines[0].split(",")
     assert len(lines) == 3 and {"epoch", "loss", "spectral_loss", "val_accuracy",
-                                "learning_rate", "global_step"} <= set(header)
+                                "learning_rate", "global_step", "ema_val_accuracy"} <= set(header)
     rows = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     assert [r["global_step"] for r in rows] == [steps, 2 * steps]
     best = max(result.history, key=lambda r: r["val_accuracy"])
@@ -105,10 +103,10 @@ def test_outputs_logs_and_best_epoch(tmp_path):
     assert json.load(open(os.path.join(out, "best.json")))["epoch"] == result.best["epoch"]
     # Only `keep` checkpoints stay, and no temporary leftovers.
     names = os.listdir(os.path.join(out, "checkpoints"))
-    assert sorted(names) == ["ckpt-000000006", "ckpt-000000012", "latest.json"]
+    assert sorted(names) == [f"ckpt-{steps:09d}", f"ckpt-{2 * steps:09d}", "latest.json"]
     # Running again with the same output dir resumes a finished run: no more steps.
-    again = train(_distiller(seed=3), train_data, epochs=2, steps_per_epoch=steps,
-                  validation_data=validation, output_dir=out, verbose=0)
+    again = train(_distiller(seed=3), tiny_stream()[0], epochs=2, steps_per_epoch=steps,
+                  output_dir=out, verbose=0)
     assert again.resumed_from["global_step"] == 2 * steps and len(again.history) == 2
 
 
@@ -124,7 +122,6 @@ def test_checkpoint_manager_is_atomic_and_detects_a_changed_run(tmp_path):
     train_data, validation, steps = tiny_stream()
     manager = CheckpointManager(str(tmp_path), distiller, keep=1)
     assert manager.restore() is None
-    distiller.fit(train_data(0), steps_per_epoch=1, verbose=0, shuffle=False)
     manager.save({"global_step": 1, "epoch": 0, "step_in_epoch": 1, "steps_per_epoch": steps})
     # A write killed half-way leaves only a hidden temporary folder: ignored, then cleaned.
     os.makedirs(tmp_path / ".tmp-ckpt-000000002-999999")
