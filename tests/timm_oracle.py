@@ -111,6 +111,6 @@ def compare_with_timm(model, timm_model, images, indices=None):
         raise AssertionError(f"ours gave {len(maps)} maps, timm {len(reference_maps)}")
     errors = {"logits": relative_error(ops.convert_to_numpy(logits), reference_logits)}
     wanted = normalize_indices(indices, len(model.feature_info))
-    for index, ours, reference in zip(wanted, maps, reference_maps):
+    for index, ours, reference in zip(wanted, maps, reference_maps, strict=True):
         errors[f"map_{index}"] = relative_error(ops.convert_to_numpy(ours), reference)
     return errors

@@ -27,10 +27,10 @@ Examples:
     # Offline, anywhere (built-in Fashion-MNIST, random weights: a smoke test, not science):
     python tools/analyze.py --model=deit_tiny_patch16_224 --output_dir=/tmp/analysis
 
-Data (`--data`): `fashion_mnist` (built in, offline: the Debian `dataset-fashion-mnist` files or
-Keras' cached download; test split, first images), a folder of images (ImageNet layout
-`val/<class>/*.JPEG` or any tree of .jpg/.jpeg/.png/.bmp/.gif; if it has a `val` or
-`validation` subfolder that is used; `--num_images` are drawn from the sorted file list with a
+Data (`--data`), read with keras_spectralkd.data's loaders: `fashion_mnist` (built in, offline:
+the Debian `dataset-fashion-mnist` files or Keras' cache; test split, first images), a folder of
+images (ImageNet layout `<root>/val/<class>/*.JPEG`, `--split` naming another subfolder, or any
+tree of .jpg/.jpeg/.png/.bmp/.gif; `--num_images` are drawn from the sorted file list with a
 fixed seed, so every class has a chance and reruns see the same images), or a TFDS name read
 from `--data_dir` without downloading (`--split`, default `validation`; first images).
 """
@@ -46,7 +46,6 @@ from absl import logging
 
 FLAGS = flags.FLAGS
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
 
 def define_flags():
@@ -70,7 +69,9 @@ def define_flags():
         "data", "fashion_mnist", "fashion_mnist, an image folder, or a TFDS dataset name."
     )
     flags.DEFINE_string("data_dir", None, "TFDS data_dir (for a TFDS --data).")
-    flags.DEFINE_string("split", None, "TFDS split (default: validation).")
+    flags.DEFINE_string(
+        "split", None, "TFDS split (default: validation), or the image folder's split subfolder."
+    )
     flags.DEFINE_integer("num_images", 32, "Images analysed (SPEC.md 5: 32).")
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
     flags.DEFINE_integer("image_size", None, "Input side in pixels (default: the model's).")
@@ -152,7 +153,7 @@ def load_images(data, num_images, image_size, data_dir=None, split=None, seed=0)
     if data == "fashion_mnist":
         raw = _fashion_mnist_test_images(num_images)
     elif os.path.isdir(os.path.expanduser(data)):
-        raw = _folder_images(os.path.expanduser(data), num_images, seed)
+        raw = _folder_images(os.path.expanduser(data), num_images, seed, split)
     else:
         raw = _tfds_images(data, num_images, data_dir, split or "validation")
     transform = EvalTransform(image_size)
@@ -160,52 +161,48 @@ def load_images(data, num_images, image_size, data_dir=None, split=None, seed=0)
 
 
 def _fashion_mnist_test_images(num_images):
-    """The first test images, (28, 28) uint8: Debian files if present, else Keras' loader."""
-    import gzip
+    """The first test images, (28, 28) uint8 (keras_spectralkd.data's offline loader)."""
+    from keras_spectralkd.data.fashion_mnist import load_fashion_mnist
 
-    for directory in FASHION_MNIST_DIRS:
-        path = os.path.join(directory, "t10k-images-idx3-ubyte.gz")
-        if os.path.exists(path):
-            with gzip.open(path, "rb") as file:
-                images = np.frombuffer(file.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-            return list(images[:num_images])
-    try:
-        import keras
-
-        (_, _), (images, _) = keras.datasets.fashion_mnist.load_data()
-    except Exception as error:  # noqa: BLE001 - offline without the Debian package
-        raise FileNotFoundError(
-            "Fashion-MNIST not found: install the Debian package `dataset-fashion-mnist` "
-            f"(files in {FASHION_MNIST_DIRS[0]}) or go online once for "
-            f"keras.datasets.fashion_mnist ({error})."
-        ) from error
+    (_, _), (images, _) = load_fashion_mnist()[0]
     return list(images[:num_images])
 
 
-def _folder_images(root, num_images, seed):
-    for name in ("val", "validation"):
-        if os.path.isdir(os.path.join(root, name)):
-            root = os.path.join(root, name)
-            break
-    files = sorted(
-        os.path.join(directory, file)
-        for directory, _, names in os.walk(root)
-        for file in names
-        if file.lower().endswith(IMAGE_EXTENSIONS)
-    )
+def _folder_images(root, num_images, seed, split=None):
+    """Encoded files: `root/<split>/<class>/*` (ImageNet layout, keras_spectralkd.data's lister)
+    when that folder exists (split: --split, else val or validation), else any image under root.
+    A seeded sample of `num_images` from the sorted list, so every class has a chance."""
+    import tensorflow as tf
+
+    from keras_spectralkd.data.imagenet import list_image_folder
+
+    splits = [split] if split else ["val", "validation"]
+    found = [name for name in splits if os.path.isdir(os.path.join(root, name))]
+    if found:
+        files, _, _ = list_image_folder(root, found[0])
+        root = os.path.join(root, found[0])
+    else:
+        files = sorted(
+            os.path.join(directory, file)
+            for directory, _, names in os.walk(root)
+            for file in names
+            if file.lower().endswith(IMAGE_EXTENSIONS)
+        )
     if not files:
         raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}.")
     if len(files) > num_images:
         chosen = np.random.default_rng(seed).choice(len(files), num_images, replace=False)
         files = [files[i] for i in sorted(chosen)]
     logging.info("Analysing %d images from %s.", len(files), root)
-    import tensorflow as tf
-
     return [tf.io.read_file(path) for path in files]
 
 
 def _tfds_images(name, num_images, data_dir, split):
+    """The first images of a PREPARED TFDS split; never downloads (tfds.load would retry for
+    minutes offline), unlike keras_spectralkd.data.imagenet.tfds_builder."""
     import tensorflow_datasets as tfds
+
+    from keras_spectralkd.data.imagenet import tfds_examples
 
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
@@ -219,8 +216,8 @@ def _tfds_images(name, num_images, data_dir, split):
             f"TFDS dataset {name!r} is not prepared under data_dir={data_dir!r}; prepare it "
             "first (e.g. imagenet2012 needs its manual files), this tool never downloads."
         )
-    dataset = builder.as_dataset(split=split, shuffle_files=False).take(num_images)
-    return [example["image"] for example in dataset]
+    dataset, _ = tfds_examples(builder, split, shuffle_files=False)
+    return [image for image, _ in dataset.take(num_images)]
 
 
 # === The analysis ===

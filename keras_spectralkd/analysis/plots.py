@@ -82,15 +82,20 @@ def _depth_axis(axis):
 
 
 # === Intensity over depth ===
-def plot_intensity(profiles, labels=None, layer_pairs=None, normalize=None, title=None, path=None):
+def plot_intensity(
+    profiles, labels=None, layer_pairs=None, pairs_with=1, normalize=None, title=None, path=None
+):
     """Frequency intensity L(X) of each unit over relative depth, models overlaid.
 
     Args:
         profiles: a `Profile` or a list (e.g. `[teacher, student]`).
         labels: legend names (default: the profiles' model names).
-        layer_pairs: (student_unit, teacher_unit) pairs between `profiles[1]` (student) and
-            `profiles[0]` (teacher): the paired units get filled markers and a dashed line joins
-            each pair. With one profile, its units in the pairs' teacher side are marked.
+        layer_pairs: (student_unit, teacher_unit) pairs between `profiles[pairs_with]` (the
+            student) and `profiles[0]` (the teacher): the paired units get filled markers and a
+            dashed line joins each pair. With one profile, its units on the pairs' teacher side
+            are marked.
+        pairs_with: index in `profiles` of the student the pairs belong to (default 1; e.g. the
+            SpectralKD student among several students).
         normalize: None (raw L(X)) or "mean" (each profile divided by its mean over units: the
             shapes of profiles of different widths side by side, SPEC.md 5's note).
         title: axes title (default: "Frequency intensity over depth").
@@ -128,7 +133,12 @@ def plot_intensity(profiles, labels=None, layer_pairs=None, normalize=None, titl
             )
             curves.append((profile, values, color, marker))
         if layer_pairs:
-            _mark_pairs(axis, curves, [tuple(p) for p in layer_pairs])
+            if len(curves) > 1 and not 1 <= pairs_with < len(curves):
+                raise ValueError(
+                    f"`pairs_with`={pairs_with} must index a student profile: 1..{len(curves) - 1}."
+                )
+            student_curve = curves[pairs_with] if len(curves) > 1 else None
+            _mark_pairs(axis, curves[0], student_curve, [tuple(p) for p in layer_pairs])
         _depth_axis(axis)
         axis.set_ylabel(
             "Intensity L(X) / mean over units"
@@ -156,12 +166,12 @@ def plot_intensity(profiles, labels=None, layer_pairs=None, normalize=None, titl
     return _finish(figure, path)
 
 
-def _mark_pairs(axis, curves, layer_pairs):
-    teacher, teacher_values, teacher_color, teacher_marker = curves[0]
+def _mark_pairs(axis, teacher_curve, student_curve, layer_pairs):
+    """Fills the paired units' markers and joins each pair; `student_curve` may be None."""
+    teacher, teacher_values, teacher_color, teacher_marker = teacher_curve
     teacher_position = {unit: i for i, unit in enumerate(teacher.units)}
-    student_position = {}
-    if len(curves) > 1:
-        student, student_values, student_color, student_marker = curves[1]
+    if student_curve is not None:
+        student, student_values, student_color, student_marker = student_curve
         student_position = {unit: i for i, unit in enumerate(student.units)}
     for student_unit, teacher_unit in layer_pairs:
         if teacher_unit not in teacher_position:
@@ -172,7 +182,7 @@ def _mark_pairs(axis, curves, layer_pairs):
         j = teacher_position[teacher_unit]
         tx, ty = teacher.relative_depth[j], teacher_values[j]
         axis.plot(tx, ty, marker=teacher_marker, color=teacher_color, markersize=5.5, zorder=4)
-        if len(curves) > 1:
+        if student_curve is not None:
             if student_unit not in student_position:
                 raise ValueError(
                     f"Layer pair ({student_unit}, {teacher_unit}): student unit {student_unit} is "

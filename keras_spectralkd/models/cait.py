@@ -274,7 +274,9 @@ class ClassAttentionBlock(layers.Layer):
         self.norm1 = layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="norm1"
         )
-        self.attn = ClassAttention(self.num_heads, qkv_bias=self.qkv_bias, dtype=policy, name="attn")
+        self.attn = ClassAttention(
+            self.num_heads, qkv_bias=self.qkv_bias, dtype=policy, name="attn"
+        )
         self.gamma_1 = LayerScale(self.init_values, dtype=policy, name="gamma_1")
         self.norm2 = layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="norm2"

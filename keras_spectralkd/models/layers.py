@@ -278,7 +278,9 @@ class PositionEmbedding(layers.Layer):
                 f"PositionEmbedding needs a static token count; got input shape {input_shape}."
             )
         self.embedding = self.add_weight(
-            name="embedding", shape=(1, input_shape[1], input_shape[2]), initializer=self.initializer
+            name="embedding",
+            shape=(1, input_shape[1], input_shape[2]),
+            initializer=self.initializer,
         )
 
     def call(self, x):

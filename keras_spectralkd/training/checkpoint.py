@@ -105,6 +105,7 @@ class CheckpointManager:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         _ensure_built(self.model)
+        _build_optimizer(self.model)  # an unbuilt optimizer would save no slots to restore
         self.model.save_weights(os.path.join(tmp, MODEL_FILE))
         for key, extra in self.extra_models.items():
             extra.save_weights(os.path.join(tmp, f"{key}.weights.h5"))

@@ -40,6 +40,60 @@ def classification_metrics(num_classes):
     return metrics
 
 
+def _fused_update(decay):
+    """`update(averages, weights)`: every `a = decay * a + (1 - decay) * w` in ONE backend call.
+
+    Updating variable by variable dispatches ~3 eager ops per variable after every step, which
+    tripled the step time of DeiT-Tiny on an H200 (0.078 s -> 0.232 s at batch 256, bf16);
+    a compiled update (jax.jit / tf.function) or torch's fused `_foreach_lerp_` avoid it.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def step(averages, weights):
+            return [a * decay + w.astype(a.dtype) * (1.0 - decay)
+                    for a, w in zip(averages, weights)]
+
+        def update(averages, weights):
+            new = step([a.value for a in averages], [w.value for w in weights])
+            for variable, value in zip(averages, new):
+                variable.assign(value)
+
+        return update
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def update_tf(averages, weights):
+            for average, weight in zip(averages, weights):
+                average.assign(average * decay + tf.cast(weight, average.dtype) * (1.0 - decay))
+
+        def update(averages, weights):
+            update_tf([a.value for a in averages], [w.value for w in weights])
+
+        return update
+    if backend == "torch":
+        import torch
+
+        def update(averages, weights):
+            with torch.no_grad():
+                targets = [a.value for a in averages]
+                sources = [w.value.to(t.dtype) for w, t in zip(weights, targets)]
+                # a + (1 - decay) * (w - a) = decay * a + (1 - decay) * w, fused.
+                torch._foreach_lerp_(targets, sources, 1.0 - decay)
+
+        return update
+
+    def update(averages, weights):  # any other backend: one op per variable
+        for average, weight in zip(averages, weights):
+            value = keras.ops.cast(weight.value, average.dtype)
+            average.assign(average.value * decay + value * (1.0 - decay))
+
+    return update
+
+
 class ModelEMA(keras.callbacks.Callback):
     """Keeps `ema_model`'s weights the EMA of `source`'s; evaluates it at each epoch end.
 
@@ -69,6 +123,7 @@ class ModelEMA(keras.callbacks.Callback):
         self.ema_model = ema_model if ema_model is not None else clone_model(source)
         self.validation_data = validation_data
         self.evaluate_every = int(evaluate_every)
+        self._update_fn = None
         if len(self.ema_model.weights) != len(source.weights):
             raise ValueError(
                 f"ema_model has {len(self.ema_model.weights)} weights but the source model has "
@@ -79,11 +134,11 @@ class ModelEMA(keras.callbacks.Callback):
         """One EMA step from the source's current weights."""
         # Touching `self.model` syncs the JAX trainer's state back into the variables, so the
         # source's weights read below are the ones after this step.
-        _ = self.model
-        decay = self.decay
-        for average, weight in zip(self.ema_model.weights, self.source.weights):
-            value = keras.ops.cast(weight.value, average.dtype)
-            average.assign(average.value * decay + value * (1.0 - decay))
+        if self._model is not None:
+            _ = self.model
+        if self._update_fn is None:
+            self._update_fn = _fused_update(self.decay)
+        self._update_fn(self.ema_model.weights, self.source.weights)
 
     def on_train_batch_end(self, batch, logs=None):
         self.update()

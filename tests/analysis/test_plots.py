@@ -74,6 +74,14 @@ def test_intensity_plot_variants(profiles):
         plot_intensity([teacher, student], layer_pairs=[(0, 30)])
     with pytest.raises(ValueError, match="student unit 12"):
         plot_intensity([teacher, student], layer_pairs=[(12, 0)])
+    # Pairs drawn to the third profile (e.g. the SpectralKD student among several students).
+    figure = plot_intensity(
+        [teacher, student, student], layer_pairs=[(0, 0), (11, 23)], pairs_with=2
+    )
+    connectors = [line for line in figure.axes[0].lines if line.get_linestyle() == "--"]
+    assert len(connectors) == 2
+    with pytest.raises(ValueError, match="pairs_with"):
+        plot_intensity([teacher, student], layer_pairs=[(0, 0)], pairs_with=2)
     with pytest.raises(ValueError, match="2 labels for 1 profiles"):
         plot_intensity(teacher, labels=["a", "b"])
 

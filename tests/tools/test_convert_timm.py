@@ -5,14 +5,12 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 import pytest
 from keras import ops
+from timm_oracle import TOLERANCE, build_timm, random_images, relative_error, timm_state_dict
 from tools_helpers import REPO, load_tool, script_env
 
 from keras_spectralkd.models import create, list_models, model_family
-
-from timm_oracle import TOLERANCE, build_timm, random_images, relative_error, timm_state_dict
 
 convert_tool = load_tool("convert_timm")
 

@@ -30,7 +30,7 @@ def test_decay_applies_only_outside_the_no_decay_set():
     opt = optim.create_optimizer(lr, model=model, weight_decay=wd)
     variables = model.trainable_variables
     before = [keras.ops.convert_to_numpy(v) for v in variables]
-    opt.apply([keras.ops.zeros_like(v) for v in variables], variables)
+    opt.apply([keras.ops.zeros(v.shape, v.dtype) for v in variables], variables)
     for variable, old in zip(variables, before):
         new = keras.ops.convert_to_numpy(variable)
         if optim.is_no_decay_variable(variable):
