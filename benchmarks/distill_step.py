@@ -78,7 +78,8 @@ def run_reference(args):
     if device == "cpu":
         torch.set_num_threads(args.threads)
     student_name, teacher_name, pairs, weight = PAIRS[args.pair]
-    student = timm.create_model(student_name, pretrained=False).to(device).train()
+    # drop-path 0 as the paper's recipe (timm's Swin defaults to 0.1), like ours.
+    student = timm.create_model(student_name, pretrained=False, drop_path_rate=0.0).to(device).train()
     teacher = timm.create_model(teacher_name, pretrained=False).to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

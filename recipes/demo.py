@@ -100,7 +100,7 @@ def _fit(name, distiller, data, config, epochs, callbacks=()):
     result = loop.train(
         distiller, data.train, epochs=epochs, steps_per_epoch=data.steps_per_epoch,
         validation_data=data.validation, output_dir=run_dir,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir), *callbacks],
+        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False), *callbacks],
         best_model=distiller.student, verbose=config.verbose,
     )
     final = result.history[-1]

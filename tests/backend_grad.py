@@ -56,7 +56,7 @@ def model_value_and_grads(model, loss_fn):
         with tf.GradientTape() as tape:
             value = loss_fn()
         grads = tape.gradient(value, [v.value for v in variables])
-        grads = [g.numpy() for g in grads]
+        grads = [tf.convert_to_tensor(g).numpy() for g in grads]  # IndexedSlices from gathers
     elif backend == "torch":
         import torch
 

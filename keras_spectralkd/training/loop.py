@@ -11,6 +11,8 @@ callbacks, `tf.distribute` and `keras.distribution` keep working.
 import dataclasses
 import os
 
+import keras
+
 from keras_spectralkd.training.callbacks import (
     BestEpochTracker,
     LearningRateLogger,
@@ -39,6 +41,22 @@ class TrainResult:
     best: dict
     state: dict
     resumed_from: dict = None
+
+
+class _StopAfterOneEpoch(keras.callbacks.Callback):
+    """Ends `fit` after one epoch (the loop calls `fit` once per epoch); remembers whether
+    another callback had asked to stop."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_by_other = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.stopped_by_other = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.stopped_by_other = bool(self.model.stop_training)
+        self.model.stop_training = True
 
 
 def _epoch_data(train_data, epoch, skip_batches):
@@ -160,21 +178,25 @@ def train(
     if manager is not None:
         all_callbacks.append(CheckpointCallback(manager, state, save_every_steps))
 
+    one_epoch = _StopAfterOneEpoch()
+    all_callbacks.append(one_epoch)
     while state["epoch"] < epochs:
         epoch, skip = state["epoch"], state["step_in_epoch"]
         data = _epoch_data(train_data, epoch, skip)
+        # `epochs` is the run's total, so progress bars and callbacks see "epoch 3/400";
+        # `one_epoch` ends the call after this epoch.
         model.fit(
             data,
             initial_epoch=epoch,
-            epochs=epoch + 1,
+            epochs=epochs,
             steps_per_epoch=steps_per_epoch - skip,
             validation_data=validation_data,
             callbacks=all_callbacks,
             verbose=verbose,
             shuffle=False,  # each epoch's data arrive shuffled by the pipeline
         )
-        # A callback asked to stop (e.g. early stopping): stop here too, not at the next epoch.
-        if getattr(model, "stop_training", False) or state["epoch"] == epoch:
+        # Another callback asked to stop (e.g. early stopping), or the epoch did not finish.
+        if one_epoch.stopped_by_other or state["epoch"] == epoch:
             break
     return TrainResult(
         history=list(state["history"]), best=state["best"], state=state,

@@ -459,7 +459,7 @@ def run(recipe, config, data=None):
     callbacks = []
     if config.tensorboard:
         log_dir = os.path.join(config.output_dir, "tensorboard")
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
         if teacher is not None and hasattr(student, "forward_intermediates"):
             from keras_spectralkd.callbacks import SpectralTensorBoard
 

@@ -74,16 +74,20 @@ def test_two_step_smoke_run(name, image_folder, tmp_path):
     recipe = load_script(name).RECIPE
     weights, _ = _teacher_weights(recipe, tmp_path)
     out = str(tmp_path / "run")
+    # The EMA (an extra compiled evaluation) is checked on one recipe; the code path is shared.
+    ema = [] if name == "deit_tiny" else ["--ema_decay=0"]
     config = _flags(recipe, ["--preset=tiny", f"--data_dir={image_folder}",
                              f"--teacher_weights={weights}", f"--output_dir={out}",
-                             "--steps_per_epoch=2", "--verbose=0"])
+                             "--steps_per_epoch=2", "--verbose=0"] + ema)
     summary = runner.run(recipe, config)
     final = summary["final"]
     assert final["global_step"] == 2 and final["epoch"] == 1
     assert final["spectral_loss"] > 0 and final["kd_loss"] >= 0
     assert 0.0 <= final["val_accuracy"] <= 1.0 and np.isfinite(final["loss"])
-    assert "ema_val_accuracy" in final
-    for path in ("student.keras", "student_ema.weights.h5", "best.weights.h5", "log.csv",
+    assert ("ema_val_accuracy" in final) == (name == "deit_tiny")
+    if name == "deit_tiny":
+        assert os.path.exists(os.path.join(out, "student_ema.weights.h5"))
+    for path in ("student.keras", "best.weights.h5", "log.csv",
                  "summary.json", "config.json", "checkpoints/latest.json",
                  "tensorboard/train", "tensorboard/spectral"):
         assert os.path.exists(os.path.join(out, path)), path
@@ -135,6 +139,8 @@ def test_missing_teacher_or_data_say_how_to_get_them(image_folder, tmp_path):
                                          output_dir=str(tmp_path / "c")))
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the command line's wiring does not depend on the backend: run once")
 def test_the_script_reports_a_missing_teacher(image_folder, tmp_path):
     """The real command line: absl flags parsed by the script, a clear error, exit code 1."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
