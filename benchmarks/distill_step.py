@@ -257,8 +257,8 @@ def print_table(args, rows):
     student, teacher, pairs, _ = PAIRS[args.pair]
     print(f"\nSpectralKD training step: {student} <- {teacher}, {len(pairs)} pairs, soft mode, "
           f"{args.dtype}, {args.device}, {args.threads} threads, median of {args.steps} steps")
-    header = (f"| batch | contender | s/step | img/s | vs reference | peak RSS (MB) "
-              f"| spectral share | first loss |")
+    header = ("| batch | contender | s/step | img/s | vs reference | peak RSS (MB) "
+              "| spectral share | first loss |")
     print(header)
     print("|" + "---|" * 8)
     reference = {b: r for b, c, r in rows if c == "reference" and r}

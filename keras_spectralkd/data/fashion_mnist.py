@@ -180,8 +180,8 @@ def fashion_mnist_data(
 
     def train(epoch, skip_batches=0):
         return pipeline.train_pipeline(
-            (train_images, train_labels), transform, batch_size=batch_size, num_examples=len(train_labels),
-            epoch=epoch, seed=seed, skip_batches=skip_batches,
+            (train_images, train_labels), transform, batch_size=batch_size,
+            num_examples=len(train_labels), epoch=epoch, seed=seed, skip_batches=skip_batches,
             # Every draw is stateless: a parallel map stays exactly reproducible.
             deterministic=False,
         )

@@ -10,7 +10,6 @@ Defaults are the paper's; each explicitly given flag overrides the preset's valu
 """
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -351,12 +350,16 @@ def load_data(config):
 
 
 def build_distiller(config, teacher, student):
+    """The Distiller of `config.mode`. Soft/hard KD with a zero spectral weight (`--beta=0` or
+    `--spectral_weight=0`) runs without layer pairs: the plain KD baseline, no map extraction."""
     from keras_spectralkd import Distiller
 
     if config.mode == "none":
         teacher, pairs = None, []
+    elif config.mode in ("soft", "hard") and (config.beta == 0 or config.spectral_weight == 0):
+        pairs = []
     else:
-        pairs = [] if config.mode in ("soft", "hard") and config.beta == 0 else config.layer_pairs
+        pairs = config.layer_pairs
     return Distiller(
         teacher,
         student,
@@ -517,7 +520,3 @@ def run(recipe, config, data=None):
 def _log(config, message):
     if config.verbose:
         print(message, file=sys.stdout, flush=True)
-
-
-def dump_config(config):
-    return json.dumps(config.to_dict(), indent=1, sort_keys=True)

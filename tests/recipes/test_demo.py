@@ -21,6 +21,7 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
     for name in ("no_kd", "soft_kd", "spectral_kd"):
         correlation = results[name]["profile_correlation"]
         assert np.isnan(correlation) or -1.0 <= correlation <= 1.0
+        assert results[name]["spectral_gap"] > 0
     # The guideline's pairs: first and last units at least, student units within its depth.
     pairs = summary["layer_pairs"]
     assert pairs[0] == [0, 0] and pairs[-1] == [config.student["depth"] - 1,
