@@ -22,7 +22,13 @@ from keras_spectralkd.convert.timm_vit import (
 )
 
 
-def _copy_layer_scales(weight_map, block, prefix):
+def _copy_block(weight_map, block, prefix, attention_names):
+    """One pre-norm LayerScale block; `attention_names` are its attention's Dense layers."""
+    copy_layer_norm(weight_map, block.norm1, f"{prefix}.norm1")
+    for name in attention_names:
+        copy_dense(weight_map, getattr(block.attn, name), f"{prefix}.attn.{name}")
+    copy_layer_norm(weight_map, block.norm2, f"{prefix}.norm2")
+    copy_mlp(weight_map, block.mlp, f"{prefix}.mlp")
     weight_map.copy(block.gamma_1.gamma, f"{prefix}.gamma_1")
     weight_map.copy(block.gamma_2.gamma, f"{prefix}.gamma_2")
 
@@ -31,21 +37,11 @@ def _copy_layer_scales(weight_map, block, prefix):
 def convert_cait(weight_map, model):
     copy_stem(weight_map, model)
     for index in range(model.depth):
-        block = model.get_layer(f"blocks_{index}")
-        prefix = f"blocks.{index}"
-        copy_layer_norm(weight_map, block.norm1, f"{prefix}.norm1")
-        for name in ("qkv", "proj", "proj_l", "proj_w"):
-            copy_dense(weight_map, getattr(block.attn, name), f"{prefix}.attn.{name}")
-        copy_layer_norm(weight_map, block.norm2, f"{prefix}.norm2")
-        copy_mlp(weight_map, block.mlp, f"{prefix}.mlp")
-        _copy_layer_scales(weight_map, block, prefix)
+        # Talking-heads self-attention blocks.
+        _copy_block(weight_map, model.get_layer(f"blocks_{index}"), f"blocks.{index}",
+                    ("qkv", "proj", "proj_l", "proj_w"))
     for index in range(model.depth_token_only):
-        block = model.get_layer(f"blocks_token_only_{index}")
-        prefix = f"blocks_token_only.{index}"
-        copy_layer_norm(weight_map, block.norm1, f"{prefix}.norm1")
-        for name in ("q", "k", "v", "proj"):
-            copy_dense(weight_map, getattr(block.attn, name), f"{prefix}.attn.{name}")
-        copy_layer_norm(weight_map, block.norm2, f"{prefix}.norm2")
-        copy_mlp(weight_map, block.mlp, f"{prefix}.mlp")
-        _copy_layer_scales(weight_map, block, prefix)
+        # Class-attention blocks.
+        _copy_block(weight_map, model.get_layer(f"blocks_token_only_{index}"),
+                    f"blocks_token_only.{index}", ("q", "k", "v", "proj"))
     copy_head(weight_map, model)
