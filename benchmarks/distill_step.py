@@ -126,7 +126,38 @@ def run_reference(args):
         total.backward()
 
     spectral_seconds = timed(spectral_step, 2, max(args.steps, 5), sync)
-    return {"seconds": seconds, "spectral_seconds": spectral_seconds, "peak_rss_mb": peak_rss_mb()}
+    result = {"seconds": seconds, "spectral_seconds": spectral_seconds, "peak_rss_mb": peak_rss_mb()}
+    if args.breakdown:
+        result.update(_reference_breakdown(args, teacher, student, optimizer, images, labels,
+                                           forward, t_units, bf16, device, sync))
+    return result
+
+
+def _reference_breakdown(args, teacher, student, optimizer, images, labels, forward, t_units,
+                         bf16, device, sync):
+    """The parts of the step, each timed alone (same definitions as `_keras_breakdown`)."""
+    import torch
+    import torch.nn.functional as F
+
+    def teacher_forward():
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            forward(teacher, t_units)
+
+    def student_step():  # forward + cross-entropy + backward + AdamW: the step without KD
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            logits = student(images)
+        F.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+
+    def optimizer_step():
+        optimizer.step()
+
+    return {
+        "teacher_seconds": timed(teacher_forward, 1, args.steps, sync),
+        "student_seconds": timed(student_step, 1, args.steps, sync),
+        "optimizer_seconds": timed(optimizer_step, 1, args.steps, sync),
+    }
 
 
 # === Ours ===
@@ -170,12 +201,69 @@ def run_keras(args):
     t_maps = [keras.ops.convert_to_numpy(keras.ops.cast(m, "float32")) for m in t_maps]
     spectral_step = _spectral_value_and_grad(backend, spectral.spectral_alignment_loss, s_maps, t_maps)
     spectral_seconds = timed(spectral_step, 2, max(args.steps, 5))
-    return {
+    result = {
         "seconds": seconds,
         "spectral_seconds": spectral_seconds,
         "peak_rss_mb": peak_rss_mb(),
         "loss": losses[0],
     }
+    if args.breakdown:
+        result.update(_keras_breakdown(args, backend, teacher, student, distiller, images, labels,
+                                       t_units))
+    return result
+
+
+def _keras_breakdown(args, backend, teacher, student, distiller, images, labels, t_units):
+    """The parts of the step, each timed alone, compiled as the step is."""
+    import keras
+
+    from keras_spectralkd import Distiller
+
+    jit = backend != "torch" or args.torch_compile
+    # Teacher inference: a model with the teacher's logits and the paired maps.
+    inputs = keras.Input(tuple(images.shape[1:]))
+    teacher_model = keras.Model(inputs, teacher.forward_intermediates(inputs, t_units))
+    teacher_model.compile(jit_compile=jit)
+
+    # The step without KD: student forward + cross-entropy + backward + AdamW.
+    student_only = Distiller(teacher, student, layer_pairs=None, mode="none")
+    student_only.compile(
+        optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.05, epsilon=1e-8), jit_compile=jit
+    )
+
+    return {
+        "teacher_seconds": timed(lambda: teacher_model.predict_on_batch(images), 1, args.steps),
+        "student_seconds": timed(lambda: student_only.train_on_batch(images, labels), 1, args.steps),
+        "optimizer_seconds": timed(_optimizer_step(backend, distiller.optimizer, student), 1,
+                                   args.steps),
+    }
+
+
+def _optimizer_step(backend, optimizer, student):
+    """One AdamW update of the student's weights with fixed gradients, compiled as in the step."""
+    import keras
+    import numpy as np
+
+    variables = student.trainable_variables
+    grads = [keras.ops.convert_to_tensor(np.full(v.shape, 1e-3, "float32")) for v in variables]
+    if backend == "jax":
+        import jax
+
+        apply = jax.jit(optimizer.stateless_apply)
+        state = {"opt": [v.value for v in optimizer.variables],
+                 "weights": [v.value for v in variables]}
+
+        def step():
+            state["weights"], state["opt"] = apply(state["opt"], grads, state["weights"])
+            jax.block_until_ready(state["weights"])
+
+        return step
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        apply = tf.function(lambda: optimizer.apply(grads, variables), jit_compile=True)
+        return lambda: apply()
+    return lambda: optimizer.apply(grads, variables)
 
 
 def _spectral_value_and_grad(backend, loss_fn, s_maps, t_maps):
@@ -238,6 +326,7 @@ def parent(args):
                 "--warmup", str(args.warmup), "--dtype", args.dtype, "--device", args.device,
                 "--threads", str(args.threads),
             ] + (["--torch_compile"] if args.torch_compile else [])
+            command += ["--breakdown"] if args.breakdown else []
             print(f"[{args.pair} b{batch}] {contender} ...", file=sys.stderr, flush=True)
             started = time.time()
             proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
@@ -274,6 +363,23 @@ def print_table(args, rows):
         loss = f"{result['loss']:.4f}" if "loss" in result else ""
         print(f"| {batch} | {contender} | {result['seconds']:.3f} | {ips:.1f} | {ratio} "
               f"| {result['peak_rss_mb']:.0f} | {share:.1f}% | {loss} |")
+    if args.breakdown:
+        print_breakdown(rows)
+
+
+def print_breakdown(rows):
+    print("\nWhere the time goes (s; each part timed alone; KD overhead = step - teacher - "
+          "step without KD)")
+    print("| batch | contender | step | teacher forward | step without KD | of which AdamW "
+          "| spectral fwd+bwd | KD overhead |")
+    print("|" + "---|" * 8)
+    for batch, contender, result in rows:
+        if not result or "teacher_seconds" not in result:
+            continue
+        rest = result["seconds"] - result["teacher_seconds"] - result["student_seconds"]
+        print(f"| {batch} | {contender} | {result['seconds']:.3f} | {result['teacher_seconds']:.3f} "
+              f"| {result['student_seconds']:.3f} | {result['optimizer_seconds']:.3f} "
+              f"| {result['spectral_seconds']:.3f} | {rest:.3f} |")
 
 
 def main():
@@ -289,6 +395,9 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--torch_compile", action="store_true",
                         help="jit_compile=True on the Keras torch backend (torch.compile)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the parts alone: teacher forward, the step without KD "
+                             "(student forward/backward + AdamW), AdamW alone")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)

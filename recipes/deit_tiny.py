@@ -20,18 +20,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from keras_spectralkd.analysis.selection import DEIT_FROM_CAIT_S24_PAIRS  # noqa: E402
 from keras_spectralkd.training import runner  # noqa: E402
 
-CAIT_S24_SOURCE = (
-    "Get timm's CaiT-S24 ImageNet weights on a machine with internet access: pip install timm; "
-    "python -c \"import timm, torch; torch.save(timm.create_model('cait_s24_224.fb_dist_in1k', "
-    "pretrained=True).state_dict(), 'cait_s24_224.pth')\"; then pass "
-    "--teacher_weights=cait_s24_224.pth (converted on the fly by keras_spectralkd.convert."
-    "from_timm), or a .weights.h5/.keras file you converted once."
-)
-
-# SPEC.md 4: student blocks 0 1 6..11 <- CaiT-S24 blocks 0 1 18..23.
-PAPER_LAYER_PAIRS = [(0, 0), (1, 1)] + [(6 + i, 18 + i) for i in range(6)]
 
 RECIPE = runner.Recipe(
     name="deit_tiny",
@@ -39,7 +30,7 @@ RECIPE = runner.Recipe(
     paper=runner.RunConfig(
         student="deit_tiny_patch16_224",
         teacher="cait_s24_224",
-        layer_pairs=PAPER_LAYER_PAIRS,
+        layer_pairs=list(DEIT_FROM_CAIT_S24_PAIRS),
         spectral_weight=0.2,
         epochs=400,
         warmup_epochs=5,
@@ -52,7 +43,7 @@ RECIPE = runner.Recipe(
             layer_pairs=[(0, 0), (1, 1), (2, 4), (3, 5)],
         ),
     },
-    teacher_source=CAIT_S24_SOURCE,
+    teacher_source=runner.timm_weights_hint("cait_s24_224.fb_dist_in1k", "cait_s24_224.pth"),
 )
 
 if __name__ == "__main__":

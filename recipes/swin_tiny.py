@@ -15,16 +15,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from keras_spectralkd.analysis.selection import SWIN_STAGE_PAIRS  # noqa: E402
 from keras_spectralkd.training import runner  # noqa: E402
 
-SWIN_S_SOURCE = (
-    "Get timm's Swin-S ImageNet-1k weights on a machine with internet access: pip install timm; "
-    "python -c \"import timm, torch; torch.save(timm.create_model("
-    "'swin_small_patch4_window7_224.ms_in1k', pretrained=True).state_dict(), "
-    "'swin_small_patch4_window7_224.pth')\"; then pass "
-    "--teacher_weights=swin_small_patch4_window7_224.pth (converted on the fly by "
-    "keras_spectralkd.convert.from_timm), or a .weights.h5/.keras file you converted once."
-)
 
 RECIPE = runner.Recipe(
     name="swin_tiny",
@@ -32,7 +25,7 @@ RECIPE = runner.Recipe(
     paper=runner.RunConfig(
         student="swin_tiny_patch4_window7_224",
         teacher="swin_small_patch4_window7_224",
-        layer_pairs=[(0, 0), (1, 1), (2, 2), (3, 3)],
+        layer_pairs=list(SWIN_STAGE_PAIRS),
         spectral_weight=0.05,
         epochs=500,
         warmup_epochs=20,
@@ -50,7 +43,9 @@ RECIPE = runner.Recipe(
             layer_pairs=[(0, 0), (1, 1), (2, 2), (3, 3)],
         ),
     },
-    teacher_source=SWIN_S_SOURCE,
+    teacher_source=runner.timm_weights_hint(
+        "swin_small_patch4_window7_224.ms_in1k", "swin_small_patch4_window7_224.pth"
+    ),
 )
 
 if __name__ == "__main__":

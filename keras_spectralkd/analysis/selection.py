@@ -36,6 +36,12 @@ import numpy as np
 # Relative spread below which a profile counts as flat (float32 resolution is ~6e-8).
 FLAT_TOLERANCE = 1e-6
 
+# SPEC.md 4: the paper's pairs, (student unit, teacher unit).
+# DeiT-Tiny/Small (12 blocks) <- CaiT-S24 (24 blocks): both ends of CaiT's U-shaped profile.
+DEIT_FROM_CAIT_S24_PAIRS = ((0, 0), (1, 1)) + tuple((6 + i, 18 + i) for i in range(6))
+# Swin-T <- Swin-S: stage i <- stage i.
+SWIN_STAGE_PAIRS = ((0, 0), (1, 1), (2, 2), (3, 3))
+
 
 def high_intensity_mask(values):
     """Boolean mask of the units whose intensity is above the profile's mean (rule step 2).

@@ -111,6 +111,17 @@ class Recipe:
         return dataclasses.replace(config, **changes)
 
 
+def timm_weights_hint(timm_tag, filename):
+    """How to obtain a timm teacher's weights offline (a recipe's `teacher_source`)."""
+    return (
+        f"Get timm's {timm_tag} weights on a machine with internet access: pip install timm; "
+        f"python -c \"import timm, torch; torch.save(timm.create_model('{timm_tag}', "
+        f"pretrained=True).state_dict(), '{filename}')\"; then pass --teacher_weights={filename} "
+        "(converted on the fly by keras_spectralkd.convert.from_timm), or a .weights.h5/.keras "
+        "file you converted once."
+    )
+
+
 def tiny_preset(student_overrides, teacher_overrides, layer_pairs, **changes):
     """A preset for smoke tests and laptops: small models at 32x32, one short epoch."""
     preset = dict(

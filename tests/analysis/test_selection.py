@@ -9,6 +9,7 @@ from keras_spectralkd.analysis import format_layer_pairs
 from keras_spectralkd.analysis import parse_layer_pairs
 from keras_spectralkd.analysis import profile_ends
 from keras_spectralkd.analysis import select_layer_pairs
+from keras_spectralkd.analysis.selection import DEIT_FROM_CAIT_S24_PAIRS
 
 # SPEC.md 4: DeiT student units <- CaiT-S24 teacher units.
 DEIT_PAIRS = list(zip([0, 1, 6, 7, 8, 9, 10, 11], [0, 1, 18, 19, 20, 21, 22, 23]))
@@ -29,6 +30,8 @@ DEIT_PAIRS = list(zip([0, 1, 6, 7, 8, 9, 10, 11], [0, 1, 18, 19, 20, 21, 22, 23]
 def test_u_shaped_24_unit_profile_gives_the_papers_deit_pairs(profile):
     assert profile_ends(profile) == (2, 6)
     assert select_layer_pairs(profile, 12) == DEIT_PAIRS
+    # The constant the recipes and benchmarks use is the same list.
+    assert list(DEIT_FROM_CAIT_S24_PAIRS) == DEIT_PAIRS
 
 
 def test_the_mean_keeps_a_gradual_arm_that_the_midpoint_would_cut():
