@@ -1,6 +1,7 @@
 """One full SpectralKD training step, timed side by side: the PyTorch reference vs ours.
 
-Contenders (each in its own process, since a Keras backend is fixed per process):
+Contenders (each in its own process, since a Keras backend is fixed per process; timed in
+interleaved rounds, one step each per round, see benchmarks/_workers.py):
 - `reference`: timm models + SPEC.md 3's objective in PyTorch (keras_spectralkd.reference),
   AdamW, the teacher under `torch.no_grad()` (as the public code);
 - `tensorflow`: our Distiller, `jit_compile=True` (XLA);
@@ -8,9 +9,12 @@ Contenders (each in its own process, since a Keras backend is fixed per process)
 - `torch`: our Distiller on the Keras torch backend (eager).
 
 Student in training mode with AdamW, teacher in inference, SPEC.md 4's pairs, soft mode, random
-weights and images (the speed does not depend on the values). Prints median s/step, images/s,
-the ratio to the reference, the peak RSS of the process, and the spectral loss's share of the
-step (its forward + backward timed alone on maps of the same shapes).
+weights and images (the speed does not depend on the values; seeded, so a contender's first loss
+is comparable across dtypes). Prints median s/step over the rounds, images/s, the ratio to the
+reference, the peak RSS of the process during the steps, the spectral loss's share of the step
+(its forward + backward timed alone on maps of the same shapes) and the first step's loss.
+`--breakdown` adds where the time goes: the teacher's forward, the step without KD (student
+forward/backward + AdamW) and AdamW alone, each timed alone.
 
 Run (as in docs/performance.md):
 
@@ -23,10 +27,8 @@ Run (as in docs/performance.md):
 """
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -78,6 +80,7 @@ def run_reference(args):
     if device == "cpu":
         torch.set_num_threads(args.threads)
     student_name, teacher_name, pairs, weight = PAIRS[args.pair]
+    torch.manual_seed(0)  # the same weights in every run: first losses compare across dtypes
     # drop-path 0 as the paper's recipe (timm's Swin defaults to 0.1), like ours.
     student = timm.create_model(student_name, pretrained=False, drop_path_rate=0.0).to(device).train()
     teacher = timm.create_model(teacher_name, pretrained=False).to(device).eval()
@@ -106,31 +109,40 @@ def run_reference(args):
         )
         return terms["total"]
 
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
     def step():
         optimizer.zero_grad(set_to_none=True)
-        losses().backward()
+        loss = losses()
+        loss.backward()
         optimizer.step()
+        sync()
+        return loss
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    seconds = timed(step, args.warmup, args.steps, sync)
+    first_loss = float(step())
+    for _ in range(args.warmup - 1):
+        step()
 
-    # The spectral loss alone, forward + backward, on maps of the same shapes.
-    with torch.no_grad():
-        _, s_maps = forward(student, s_units)
-        _, t_maps = forward(teacher, t_units)
-    s_maps = [m.float().detach().requires_grad_(True) for m in s_maps]
-    t_maps = [m.float().detach() for m in t_maps]
+    def extras():
+        result = {"peak_rss_mb": peak_rss_mb()}  # the steps' peak, before the parts below
+        # The spectral loss alone, forward + backward, on maps of the same shapes.
+        with torch.no_grad():
+            _, s_maps = forward(student, s_units)
+            _, t_maps = forward(teacher, t_units)
+        s_maps = [m.float().detach().requires_grad_(True) for m in s_maps]
+        t_maps = [m.float().detach() for m in t_maps]
 
-    def spectral_step():
-        total, _ = ref.spectral_alignment_loss(s_maps, t_maps)
-        total.backward()
+        def spectral_step():
+            total, _ = ref.spectral_alignment_loss(s_maps, t_maps)
+            total.backward()
 
-    spectral_seconds = timed(spectral_step, 2, max(args.steps, 5), sync)
-    result = {"seconds": seconds, "spectral_seconds": spectral_seconds, "peak_rss_mb": peak_rss_mb()}
-    if args.breakdown:
-        result.update(_reference_breakdown(args, teacher, student, optimizer, images, labels,
-                                           forward, t_units, bf16, device, sync))
-    return result
+        result["spectral_seconds"] = timed(spectral_step, 2, max(args.steps, 5), sync)
+        if args.breakdown:
+            result.update(_reference_breakdown(args, teacher, student, optimizer, images, labels,
+                                               forward, t_units, bf16, device, sync))
+        return result
+
+    return step, {"loss": first_loss}, extras
 
 
 def _reference_breakdown(args, teacher, student, optimizer, images, labels, forward, t_units,
@@ -185,32 +197,31 @@ def run_keras(args):
     # On the device once, like the reference's batch (no host-to-device copy in the step).
     images, labels = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(labels)
 
-    losses = []
-
     def step():
-        logs = distiller.train_on_batch(images, labels, return_dict=True)
-        losses.append(float(logs["loss"]))
+        return distiller.train_on_batch(images, labels, return_dict=True)["loss"]
 
-    seconds = timed(step, args.warmup, args.steps)
+    first_loss = float(step())  # compiles; the loss of the initial weights on this batch
+    for _ in range(args.warmup - 1):
+        step()
 
-    # The spectral loss alone, forward + backward, jitted like the step.
-    s_units, t_units = [p[0] for p in pairs], [p[1] for p in pairs]
-    _, s_maps = student.forward_intermediates(images, s_units)
-    _, t_maps = teacher.forward_intermediates(images, t_units)
-    s_maps = [keras.ops.convert_to_numpy(keras.ops.cast(m, "float32")) for m in s_maps]
-    t_maps = [keras.ops.convert_to_numpy(keras.ops.cast(m, "float32")) for m in t_maps]
-    spectral_step = _spectral_value_and_grad(backend, spectral.spectral_alignment_loss, s_maps, t_maps)
-    spectral_seconds = timed(spectral_step, 2, max(args.steps, 5))
-    result = {
-        "seconds": seconds,
-        "spectral_seconds": spectral_seconds,
-        "peak_rss_mb": peak_rss_mb(),
-        "loss": losses[0],
-    }
-    if args.breakdown:
-        result.update(_keras_breakdown(args, backend, teacher, student, distiller, images, labels,
-                                       t_units))
-    return result
+    def extras():
+        result = {"peak_rss_mb": peak_rss_mb()}  # the steps' peak, before the parts below
+        # The spectral loss alone, forward + backward, jitted like the step.
+        s_units, t_units = [p[0] for p in pairs], [p[1] for p in pairs]
+        _, s_maps = student.forward_intermediates(images, s_units)
+        _, t_maps = teacher.forward_intermediates(images, t_units)
+        s_maps = [keras.ops.convert_to_numpy(keras.ops.cast(m, "float32")) for m in s_maps]
+        t_maps = [keras.ops.convert_to_numpy(keras.ops.cast(m, "float32")) for m in t_maps]
+        spectral_step = _spectral_value_and_grad(
+            backend, spectral.spectral_alignment_loss, s_maps, t_maps
+        )
+        result["spectral_seconds"] = timed(spectral_step, 2, max(args.steps, 5))
+        if args.breakdown:
+            result.update(_keras_breakdown(args, backend, teacher, student, distiller, images,
+                                           labels, t_units))
+        return result
+
+    return step, {"loss": first_loss}, extras
 
 
 def _keras_breakdown(args, backend, teacher, student, distiller, images, labels, t_units):
@@ -302,50 +313,64 @@ def _spectral_value_and_grad(backend, loss_fn, s_maps, t_maps):
 
 # === Driver ===
 def child(args):
-    result = run_reference(args) if args.contender == "reference" else run_keras(args)
-    print("RESULT " + json.dumps(result))
+    sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+    from _workers import serve
+
+    serve(lambda: run_reference(args) if args.contender == "reference" else run_keras(args))
+
+
+def worker_spec(args, contender, batch):
+    env = dict(os.environ)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    # The reference imports keras only through keras_spectralkd.reference: torch then.
+    env["KERAS_BACKEND"] = "torch" if contender == "reference" else contender
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env["JAX_PLATFORMS"] = "cpu"
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    command = [
+        sys.executable, os.path.abspath(__file__), "--child", "--contender", contender,
+        "--batch", str(batch), "--pair", args.pair, "--steps", str(args.steps),
+        "--warmup", str(args.warmup), "--dtype", args.dtype, "--device", args.device,
+        "--threads", str(args.threads),
+    ]
+    command += ["--torch_compile"] if args.torch_compile else []
+    command += ["--breakdown"] if args.breakdown else []
+    return contender, command, env
 
 
 def parent(args):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _workers import interleave, start_all
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
     rows = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        for contender in args.contenders.split(","):
-            env = dict(os.environ)
-            env.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
-            env.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
-            env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-            # The reference imports keras only through keras_spectralkd.reference: torch then.
-            env["KERAS_BACKEND"] = "torch" if contender == "reference" else contender
-            if args.device == "cpu":
-                env["CUDA_VISIBLE_DEVICES"] = ""
-                env["JAX_PLATFORMS"] = "cpu"
-                env["OMP_NUM_THREADS"] = str(args.threads)
-            command = [
-                sys.executable, os.path.abspath(__file__), "--child", "--contender", contender,
-                "--batch", str(batch), "--pair", args.pair, "--steps", str(args.steps),
-                "--warmup", str(args.warmup), "--dtype", args.dtype, "--device", args.device,
-                "--threads", str(args.threads),
-            ] + (["--torch_compile"] if args.torch_compile else [])
-            command += ["--breakdown"] if args.breakdown else []
-            print(f"[{args.pair} b{batch}] {contender} ...", file=sys.stderr, flush=True)
-            started = time.time()
-            proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                print(f"  failed ({proc.returncode}):\n{proc.stderr[-2500:]}", file=sys.stderr)
-                rows.append((batch, contender, None))
-                continue
-            result = json.loads(lines[-1][len("RESULT "):])
-            print(f"  {result['seconds']:.3f} s/step ({time.time() - started:.0f} s total)",
-                  file=sys.stderr)
-            rows.append((batch, contender, result))
+        contenders = args.contenders.split(",")
+        log(f"=== {args.pair}, batch {batch}, {args.dtype} ===")
+        workers = start_all([worker_spec(args, c, batch) for c in contenders], log=log)
+        try:
+            interleave(workers, args.steps, log=log)
+            results = {}
+            for worker in workers:
+                log(f"[{worker.name}] spectral loss alone" + (", breakdown" if args.breakdown else ""))
+                results[worker.name] = {"seconds": worker.median, **worker.info, **worker.extras()}
+        finally:
+            for worker in workers:
+                worker.close()
+        rows += [(batch, c, results.get(c)) for c in contenders]
     print_table(args, rows)
 
 
 def print_table(args, rows):
     student, teacher, pairs, _ = PAIRS[args.pair]
     print(f"\nSpectralKD training step: {student} <- {teacher}, {len(pairs)} pairs, soft mode, "
-          f"{args.dtype}, {args.device}, {args.threads} threads, median of {args.steps} steps")
+          f"{args.dtype}, {args.device}, {args.threads} threads, median of {args.steps} "
+          f"interleaved rounds after {args.warmup} warm-up steps")
     header = ("| batch | contender | s/step | img/s | vs reference | peak RSS (MB) "
               "| spectral share | first loss |")
     print(header)
@@ -360,9 +385,8 @@ def print_table(args, rows):
         if batch in reference:
             ratio = f"{reference[batch]['seconds'] / result['seconds']:.2f}x"
         share = 100.0 * result["spectral_seconds"] / result["seconds"]
-        loss = f"{result['loss']:.4f}" if "loss" in result else ""
-        print(f"| {batch} | {contender} | {result['seconds']:.3f} | {ips:.1f} | {ratio} "
-              f"| {result['peak_rss_mb']:.0f} | {share:.1f}% | {loss} |")
+        print(f"| {batch} | {contender} | {result['seconds']:.3f} | {ips:.2f} | {ratio} "
+              f"| {result['peak_rss_mb']:.0f} | {share:.1f}% | {result['loss']:.5f} |")
     if args.breakdown:
         print_breakdown(rows)
 

@@ -19,14 +19,16 @@ timm's random weights are saved once and converted by every Keras worker, which 
 its max abs logit difference to timm (a speed number of a wrong model is worthless).
 """
 
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
 from absl import app, flags
+
+# Running from a checkout without installing: the package and the worker harness importable.
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                os.path.dirname(os.path.abspath(__file__))]
+from _workers import interleave, serve, start_all  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", "cait_s24_224", "A registered model name (timm's).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
@@ -123,8 +125,8 @@ def _keras_forward(workdir, model_name, backend):
     return forward, error
 
 
-def _serve(worker, workdir):
-    """Sets up one contender, warms it up, then times one call per "time" line on stdin."""
+def _setup(worker, workdir):
+    """One contender, warmed up: (forward, ready info, no extras) for `_workers.serve`."""
     if _TORCH_THREADS.value and worker in ("timm", "torch", "torch-compile"):
         import torch
 
@@ -135,80 +137,35 @@ def _serve(worker, workdir):
         forward, error = _keras_forward(workdir, _MODEL.value, worker)
     for _ in range(_WARMUP.value):
         forward()
-    print(json.dumps({"ready": True, "max_abs_err": error}), flush=True)
-    for line in sys.stdin:
-        if line.strip() != "time":
-            break
-        start = time.perf_counter()
-        forward()
-        print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+    return forward, {"max_abs_err": error}, None
 
 
 # === Driver ===
-class _Worker:
-    """A contender's process: started, then asked to time one call at a time."""
-
-    def __init__(self, name, workdir):
-        self.name = name
-        command = [
-            sys.executable, os.path.abspath(__file__), f"--worker={name}",
-            f"--workdir={workdir}", f"--model={_MODEL.value}",
-            f"--batch_size={_BATCH_SIZE.value}", f"--warmup={_WARMUP.value}",
-        ]
-        if _TORCH_THREADS.value:
-            command.append(f"--torch_threads={_TORCH_THREADS.value}")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(
-            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-            text=True,
-        )
-        self.times = []
-        self.error = None
-
-    def _reply(self):
-        for line in self.process.stdout:
-            if line.startswith("{"):
-                return json.loads(line)
-        self.log.seek(0)
-        raise RuntimeError(f"worker {self.name} died:\n{self.log.read()[-3000:]}")
-
-    def wait_ready(self):
-        self.error = self._reply()["max_abs_err"]
-
-    def time_once(self):
-        self.process.stdin.write("time\n")
-        self.process.stdin.flush()
-        self.times.append(self._reply()["seconds"])
-
-    def close(self):
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            self.process.wait(timeout=60)
+def _worker_spec(name, workdir):
+    command = [
+        sys.executable, os.path.abspath(__file__), f"--worker={name}",
+        f"--workdir={workdir}", f"--model={_MODEL.value}",
+        f"--batch_size={_BATCH_SIZE.value}", f"--warmup={_WARMUP.value}",
+    ]
+    if _TORCH_THREADS.value:
+        command.append(f"--torch_threads={_TORCH_THREADS.value}")
+    return name, command, dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
 
 
 def main(argv):
     del argv
     if _WORKER.value:
-        _serve(_WORKER.value, _WORKDIR.value)
+        serve(lambda: _setup(_WORKER.value, _WORKDIR.value))
         return
 
     names = ["timm"] + list(_BACKENDS.value)
-    workers = []
     with tempfile.TemporaryDirectory() as workdir:
+        # One at a time (start_all waits for each): timm writes the weights the others read.
+        workers = start_all([_worker_spec(name, workdir) for name in names])
         try:
-            for name in names:  # one at a time: timm writes the weights the others read
-                started = time.perf_counter()
-                print(f"[{name}] starting, converting, compiling, warming up ...", flush=True)
-                worker = _Worker(name, workdir)
-                workers.append(worker)
-                worker.wait_ready()
-                print(f"[{name}] ready after {time.perf_counter() - started:.0f} s", flush=True)
-            for round_index in range(_ROUNDS.value):
-                for worker in workers:
-                    worker.time_once()
-                print(f"round {round_index + 1}/{_ROUNDS.value}: " + ", ".join(
-                    f"{w.name} {w.times[-1]:.2f} s" for w in workers), flush=True)
+            if [w.name for w in workers][:1] != ["timm"]:
+                raise SystemExit("the timm reference failed to start; see above")
+            interleave(workers, _ROUNDS.value)
         finally:
             for worker in workers:
                 worker.close()
@@ -216,12 +173,8 @@ def main(argv):
 
 
 def _print_table(workers):
-    def median(values):
-        values = sorted(values)
-        return values[len(values) // 2]
-
     batch = _BATCH_SIZE.value
-    timm_median = median(workers[0].times)
+    timm_median = workers[0].median
     print(
         f"\n{_MODEL.value}, batch {batch}, float32, CPU ({os.cpu_count()} cores), "
         f"{_ROUNDS.value} interleaved rounds after {_WARMUP.value} warm-up calls each, "
@@ -232,14 +185,12 @@ def _print_table(workers):
     print(f"|{'-' * 21}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 9}|{'-' * 13}|")
     for worker in workers:
         label = "timm (torch eager)" if worker.name == "timm" else f"ours, {worker.name}"
-        value = median(worker.times)
+        value = worker.median
         print(
             f"| {label:<19} | {value:8.3f} | {min(worker.times):6.3f} | {batch / value:6.2f} | "
-            f"{value / timm_median:6.2f}x | {worker.error:11.2e} |"
+            f"{value / timm_median:6.2f}x | {worker.info['max_abs_err']:11.2e} |"
         )
 
 
 if __name__ == "__main__":
-    # Running from a checkout without installing: make the package importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     app.run(main)

@@ -224,16 +224,26 @@ class Distiller(keras.Model):
         return [pair[1] for pair in self.layer_pairs]
 
     def call(self, inputs, training=False):
-        """The student's logits; in training, a dict `{"logits", "maps"}` from ONE forward pass
-        (the maps are the student units of `layer_pairs`)."""
+        """The student's logits; in training, a dict from ONE forward pass of each model:
+        `logits` and `maps` (the student units of `layer_pairs`), plus, in every mode but
+        "none", the frozen teacher's `teacher_logits` and `teacher_maps`.
+
+        The teacher runs first: its activations are freed before the student's forward keeps
+        its own for the backward pass, so the step's peak memory is the larger of the two, not
+        their sum (measured in docs/performance.md)."""
         if not training:
             return self.student(inputs, training=False)
+        outputs = {}
+        if self.mode != "none":
+            outputs["teacher_logits"], outputs["teacher_maps"] = self._teacher_outputs(inputs)
         if self.layer_pairs:
             logits, maps = self.student.forward_intermediates(
                 inputs, indices=self.student_units, training=True
             )
-            return {"logits": logits, "maps": list(maps)}
-        return {"logits": self.student(inputs, training=True), "maps": []}
+            outputs.update(logits=logits, maps=list(maps))
+        else:
+            outputs.update(logits=self.student(inputs, training=True), maps=[])
+        return outputs
 
     def _teacher_outputs(self, x):
         if self.layer_pairs:
@@ -295,7 +305,10 @@ class Distiller(keras.Model):
         if self.mode == "none":
             total = ce
         else:
-            teacher_logits, teacher_maps = self._teacher_outputs(x)
+            if "teacher_logits" in y_pred:
+                teacher_logits, teacher_maps = y_pred["teacher_logits"], y_pred["teacher_maps"]
+            else:  # a y_pred made without the teacher (e.g. by the caller)
+                teacher_logits, teacher_maps = self._teacher_outputs(x)
             total = (1.0 - self.alpha) * ce
             if self.mode in ("soft", "hard"):
                 kd = self._kd_loss(logits, ops.cast(teacher_logits, "float32"))

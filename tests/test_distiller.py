@@ -73,6 +73,26 @@ def test_total_equals_spec_objective(models, batch, mode):
         assert terms["spectral"] > 0
 
 
+def test_training_call_carries_the_teachers_outputs(models, batch):
+    """One pass of each model: the training call returns the teacher's logits and maps (run
+    before the student's forward), and compute_loss gives the same total when handed a y_pred
+    without them (it then runs the teacher itself)."""
+    teacher, student = models
+    x, y = batch
+    distiller = Distiller(teacher, student, layer_pairs=PAIRS, mode="soft")
+    outputs = distiller(x, training=True)
+    assert set(outputs) == {"logits", "maps", "teacher_logits", "teacher_maps"}
+    t_logits, t_maps = teacher.forward_intermediates(x, [p[1] for p in PAIRS])
+    np.testing.assert_allclose(numpy(outputs["teacher_logits"]), numpy(t_logits), rtol=1e-6)
+    for got, want in zip(outputs["teacher_maps"], t_maps):
+        np.testing.assert_allclose(numpy(got), numpy(want), rtol=1e-6)
+    with_teacher = distiller.compute_loss(x, y, outputs)
+    student_only = {"logits": outputs["logits"], "maps": outputs["maps"]}
+    without_teacher = distiller.compute_loss(x, y, student_only)
+    np.testing.assert_allclose(float(numpy(with_teacher)), float(numpy(without_teacher)), rtol=1e-6)
+    assert "teacher_logits" not in Distiller(None, student, mode="none")(x, training=True)
+
+
 def test_soft_kd_without_pairs_and_one_hot_labels(models, batch):
     teacher, student = models
     x, y = batch
