@@ -6,8 +6,8 @@ forward 2.5 and backward 5), nearly all of it matmuls; so a step can run no fast
 too: bf16 only helps where the CPU has bf16 matmul units (AVX512-BF16, AMX); elsewhere the
 frameworks either upcast to fp32 (XLA) or fall back to slow reference kernels (PyTorch).
 
-    python benchmarks/matmul_peak.py            # n = 2048, all threads
-    python benchmarks/matmul_peak.py --n 1024 --threads 1
+    python benchmarks/matmul_peak.py --n 512    # quick: PyTorch's bf16 fallback is very slow here
+    python benchmarks/matmul_peak.py --n 2048 --threads 1
 
 Each framework runs in its own process (a Keras backend and thread pools are per process).
 """
