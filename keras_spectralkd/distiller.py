@@ -228,9 +228,9 @@ class Distiller(keras.Model):
         `logits` and `maps` (the student units of `layer_pairs`), plus, in every mode but
         "none", the frozen teacher's `teacher_logits` and `teacher_maps`.
 
-        The teacher runs first: its activations are freed before the student's forward keeps
-        its own for the backward pass, so the step's peak memory is the larger of the two, not
-        their sum (measured in docs/performance.md)."""
+        The teacher runs first: its transient buffers are freed before the student's forward
+        starts keeping activations for the backward pass, instead of being allocated on top of
+        them (a lower peak memory on the eager torch backend; docs/performance.md)."""
         if not training:
             return self.student(inputs, training=False)
         outputs = {}
