@@ -114,3 +114,19 @@ def compare_with_timm(model, timm_model, images, indices=None):
     for index, ours, reference in zip(wanted, maps, reference_maps, strict=True):
         errors[f"map_{index}"] = relative_error(ops.convert_to_numpy(ours), reference)
     return errors
+
+
+def assert_fit_updates_every_weight(model, num_classes=10):
+    """`fit` (jitted where the backend jits) on 8 random 32x32 images gives finite losses and
+    moves every trainable weight. With Adam any nonzero gradient moves a weight by ~lr, so
+    "changed" means "the gradient reached it"."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = {w.path: np.array(w) for w in model.trainable_weights}
+    labels = np.arange(8) % num_classes
+    history = model.fit(random_images(8, 32), labels, batch_size=4, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    unchanged = [w.path for w in model.trainable_weights if np.array_equal(before[w.path], w)]
+    assert not unchanged, unchanged
