@@ -8,7 +8,7 @@ from keras_spectralkd.analysis.plots import plot_entropy_magnitude
 from keras_spectralkd.analysis.plots import plot_intensity
 from keras_spectralkd.analysis.plots import plot_layer_spectra
 from keras_spectralkd.analysis.plots import save_profile_figures
-from keras_spectralkd.analysis.profile import Profile
+from keras_spectralkd.analysis.record import Profile
 from keras_spectralkd.analysis.profile import profile_maps
 from keras_spectralkd.analysis.profile import profile_model
 from keras_spectralkd.analysis.selection import format_layer_pairs

@@ -15,13 +15,9 @@ backend, nothing to close, safe in callbacks and on headless machines.
 
 import os
 
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-
-from keras_spectralkd.analysis.profile import Profile
+# matplotlib is imported inside the plotting functions only: `import keras_spectralkd.analysis`
+# (and so the training code, the callbacks and the tools) does not pay for it or need it.
+from keras_spectralkd.analysis.record import Profile
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies and in grey.
 MODEL_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
@@ -54,6 +50,7 @@ def _widths(profile):
 
 def _new_figure(width, height):
     import matplotlib
+    from matplotlib.figure import Figure
 
     with matplotlib.rc_context(_RC):
         figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
@@ -104,6 +101,7 @@ def plot_intensity(
         The `Figure`.
     """
     import matplotlib
+    from matplotlib.lines import Line2D
 
     profiles, labels = _as_list(profiles, labels)
     if normalize not in (None, "mean"):
@@ -208,9 +206,11 @@ def plot_layer_spectra(profiles, labels=None, cmap="viridis", log_scale=True, pa
         The `Figure`.
     """
     import matplotlib
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     profiles, labels = _as_list(profiles, labels)
-    colormap = colormaps[cmap]
+    colormap = matplotlib.colormaps[cmap]
     norm = Normalize(vmin=0.0, vmax=1.0)
     with matplotlib.rc_context(_RC):
         figure = _new_figure(2.2 + 2.9 * len(profiles), 3.1)

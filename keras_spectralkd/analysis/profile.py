@@ -25,391 +25,26 @@ images again (a reshuffling tf.data pipeline would not) and fails loudly otherwi
 All accumulation is float64 numpy on the maps brought back with `keras.ops.convert_to_numpy`:
 the analysis is not part of the training graph, and float64 keeps the running sums exact enough
 that streaming and one-batch results agree to ~1e-12.
+
+This module is the driver (running the model, the two passes); the per-batch math and its running
+sums are in `statistics`, the `Profile` record and its files in `record`, and the accepted forms
+of `data` in `batches`.
 """
 
 import contextlib
-import csv
-import dataclasses
-import io
-import json
-import math
-import os
 
 import keras
 import numpy as np
 
-# Histogram bins of the channel entropy (SPEC.md 5).
-DEFAULT_ENTROPY_BINS = 100
-# Tokens per chunk when histogramming: bounds the (tokens, bins) count matrix (~8 MB).
-_ENTROPY_CHUNK_TOKENS = 8192
-# Tokens per chunk of the channel FFT (complex128 of 8192 x 768 is ~100 MB at most).
-_SPECTRUM_CHUNK_TOKENS = 8192
-_FORMAT = "keras_spectralkd.profile/1"
-
-
-# === The result type ===
-@dataclasses.dataclass
-class Profile:
-    """Per-unit spectral statistics of one model over a set of images.
-
-    Attributes:
-        model_name: a label for the model (its name by default).
-        depth: the model's total number of units (blocks or stages); with `units` it gives each
-            unit's relative depth, also when only a subset was profiled.
-        units: the 0-based unit indices profiled, in order.
-        num_channels: C of each unit's map.
-        grids: (h, w) of each unit's map.
-        spectra: per unit, the channel spectrum S[k], k = 0..C-1, a float64 array of length C.
-        intensity: (num_units,) L(X) = mean_k S[k].
-        entropy: (num_units,) mean per-token channel entropy in bits, or None if not computed.
-        magnitude: (num_units,) mean |X|.
-        num_images: how many images were analysed.
-        entropy_bins: histogram bins of the entropy.
-        entropy_ranges: per unit, the (min, max) histogram range used (None if no entropy).
-    """
-
-    model_name: str
-    depth: int
-    units: list
-    num_channels: list
-    grids: list
-    spectra: list
-    intensity: np.ndarray
-    entropy: np.ndarray | None
-    magnitude: np.ndarray
-    num_images: int
-    entropy_bins: int = DEFAULT_ENTROPY_BINS
-    entropy_ranges: list | None = None
-
-    def __post_init__(self):
-        self.units = [int(u) for u in self.units]
-        self.num_channels = [int(c) for c in self.num_channels]
-        self.grids = [tuple(int(v) for v in g) for g in self.grids]
-        self.spectra = [np.asarray(s, dtype=np.float64) for s in self.spectra]
-        self.intensity = np.asarray(self.intensity, dtype=np.float64)
-        self.magnitude = np.asarray(self.magnitude, dtype=np.float64)
-        if self.entropy is not None:
-            self.entropy = np.asarray(self.entropy, dtype=np.float64)
-        if self.entropy_ranges is not None:
-            self.entropy_ranges = [tuple(float(v) for v in r) for r in self.entropy_ranges]
-        n = len(self.units)
-        lengths = {
-            "num_channels": len(self.num_channels),
-            "grids": len(self.grids),
-            "spectra": len(self.spectra),
-            "intensity": len(self.intensity),
-            "magnitude": len(self.magnitude),
-        }
-        if self.entropy is not None:
-            lengths["entropy"] = len(self.entropy)
-        if self.entropy_ranges is not None:
-            lengths["entropy_ranges"] = len(self.entropy_ranges)
-        wrong = {k: v for k, v in lengths.items() if v != n}
-        if wrong:
-            raise ValueError(
-                f"Profile of {n} units (units={self.units}) has fields of other lengths: {wrong}."
-            )
-        for unit in self.units:
-            if not 0 <= unit < self.depth:
-                raise ValueError(
-                    f"Unit {unit} is outside 0..{self.depth - 1} (depth={self.depth})."
-                )
-        for unit, channels, spectrum in zip(self.units, self.num_channels, self.spectra):
-            if spectrum.shape != (channels,):
-                raise ValueError(
-                    f"Unit {unit}: spectrum has shape {spectrum.shape}, expected ({channels},)."
-                )
-
-    def __len__(self):
-        return len(self.units)
-
-    # === Derived views ===
-    @property
-    def relative_depth(self):
-        """(num_units,) position of each unit in [0, 1]: unit / (depth - 1); first 0, last 1.
-
-        Profiles of different depths are aligned on this axis (first with first, last with last).
-        """
-        if self.depth == 1:
-            return np.zeros(len(self.units))
-        return np.asarray(self.units, dtype=np.float64) / (self.depth - 1)
-
-    def normalized_frequency(self, position):
-        """`fftfreq(C)[:C//2]` of the unit at `position` (0..len-1): cycles/channel, [0, 0.5)."""
-        channels = self.num_channels[position]
-        return np.fft.fftfreq(channels)[: channels // 2]
-
-    def half_spectrum(self, position):
-        """S[k], k = 0..C//2-1, of the unit at `position`: the layer-wise spectrum (SPEC.md 5).
-
-        The channel signal is real, so S is symmetric (S[k] = S[C-k]) and the first half carries
-        everything.
-        """
-        channels = self.num_channels[position]
-        return self.spectra[position][: channels // 2]
-
-    # === Serialisation ===
-    def to_dict(self):
-        """A JSON-ready dict (floats kept exactly: json writes repr, which round-trips)."""
-        return {
-            "format": _FORMAT,
-            "model_name": self.model_name,
-            "depth": int(self.depth),
-            "num_images": int(self.num_images),
-            "entropy_bins": int(self.entropy_bins),
-            "units": [
-                {
-                    "unit": unit,
-                    "relative_depth": float(rel),
-                    "num_channels": channels,
-                    "grid": list(grid),
-                    "intensity": float(self.intensity[i]),
-                    "entropy": None if self.entropy is None else float(self.entropy[i]),
-                    "magnitude": float(self.magnitude[i]),
-                    "entropy_range": (
-                        None if self.entropy_ranges is None else list(self.entropy_ranges[i])
-                    ),
-                    "spectrum": [float(v) for v in self.spectra[i]],
-                }
-                for i, (unit, rel, channels, grid) in enumerate(
-                    zip(self.units, self.relative_depth, self.num_channels, self.grids)
-                )
-            ],
-        }
-
-    @classmethod
-    def from_dict(cls, data):
-        if data.get("format") != _FORMAT:
-            raise ValueError(
-                f"Not a keras_spectralkd profile: format={data.get('format')!r}, "
-                f"expected {_FORMAT!r}."
-            )
-        rows = data["units"]
-        has_entropy = all(row["entropy"] is not None for row in rows) and bool(rows)
-        has_ranges = all(row.get("entropy_range") is not None for row in rows) and bool(rows)
-        return cls(
-            model_name=data["model_name"],
-            depth=data["depth"],
-            units=[row["unit"] for row in rows],
-            num_channels=[row["num_channels"] for row in rows],
-            grids=[row["grid"] for row in rows],
-            spectra=[row["spectrum"] for row in rows],
-            intensity=[row["intensity"] for row in rows],
-            entropy=[row["entropy"] for row in rows] if has_entropy else None,
-            magnitude=[row["magnitude"] for row in rows],
-            num_images=data["num_images"],
-            entropy_bins=data["entropy_bins"],
-            entropy_ranges=[row["entropy_range"] for row in rows] if has_ranges else None,
-        )
-
-    def to_json(self):
-        return json.dumps(self.to_dict(), indent=1)
-
-    def to_csv(self):
-        """One row per unit; the first line is a `#` comment holding the model-level fields as JSON.
-
-        Columns: unit, relative_depth, num_channels, grid_h, grid_w, intensity, entropy (empty if
-        not computed), magnitude, entropy_min, entropy_max, spectrum (the C values of S,
-        space-separated). Readable with `pandas.read_csv(path, comment="#")`.
-        """
-        header = {
-            "format": _FORMAT,
-            "model_name": self.model_name,
-            "depth": int(self.depth),
-            "num_images": int(self.num_images),
-            "entropy_bins": int(self.entropy_bins),
-        }
-        buffer = io.StringIO()
-        buffer.write("# " + json.dumps(header) + "\n")
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(_CSV_COLUMNS)
-        for row in self.to_dict()["units"]:
-            lo, hi = row["entropy_range"] if row["entropy_range"] is not None else ("", "")
-            writer.writerow(
-                [
-                    row["unit"],
-                    repr(row["relative_depth"]),
-                    row["num_channels"],
-                    row["grid"][0],
-                    row["grid"][1],
-                    repr(row["intensity"]),
-                    "" if row["entropy"] is None else repr(row["entropy"]),
-                    repr(row["magnitude"]),
-                    repr(lo) if lo != "" else "",
-                    repr(hi) if hi != "" else "",
-                    " ".join(repr(v) for v in row["spectrum"]),
-                ]
-            )
-        return buffer.getvalue()
-
-    @classmethod
-    def from_csv(cls, text):
-        lines = text.splitlines()
-        if not lines or not lines[0].startswith("#"):
-            raise ValueError(
-                "Not a keras_spectralkd profile CSV: the first line must be '# {...}'."
-            )
-        header = json.loads(lines[0][1:])
-        reader = csv.DictReader(lines[1:])
-        if reader.fieldnames != _CSV_COLUMNS:
-            raise ValueError(
-                f"Profile CSV columns are {reader.fieldnames}, expected {_CSV_COLUMNS}."
-            )
-        units = []
-        for row in reader:
-            has_range = row["entropy_min"] != ""
-            units.append(
-                {
-                    "unit": int(row["unit"]),
-                    "num_channels": int(row["num_channels"]),
-                    "grid": [int(row["grid_h"]), int(row["grid_w"])],
-                    "intensity": float(row["intensity"]),
-                    "entropy": float(row["entropy"]) if row["entropy"] != "" else None,
-                    "magnitude": float(row["magnitude"]),
-                    "entropy_range": (
-                        [float(row["entropy_min"]), float(row["entropy_max"])]
-                        if has_range
-                        else None
-                    ),
-                    "spectrum": [float(v) for v in row["spectrum"].split()],
-                }
-            )
-        return cls.from_dict(dict(header, units=units))
-
-    def save(self, path):
-        """Writes `path`; the format follows the extension: `.json` or `.csv`."""
-        path = os.fspath(path)
-        if path.endswith(".json"):
-            text = self.to_json()
-        elif path.endswith(".csv"):
-            text = self.to_csv()
-        else:
-            raise ValueError(f"Profile path {path!r} must end in .json or .csv.")
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        with open(path, "w") as file:
-            file.write(text)
-        return path
-
-    @classmethod
-    def load(cls, path):
-        """Reads a profile written by `save` (`.json` or `.csv`)."""
-        path = os.fspath(path)
-        with open(path) as file:
-            text = file.read()
-        if path.endswith(".json"):
-            return cls.from_dict(json.loads(text))
-        if path.endswith(".csv"):
-            return cls.from_csv(text)
-        raise ValueError(f"Profile path {path!r} must end in .json or .csv.")
-
-
-_CSV_COLUMNS = [
-    "unit",
-    "relative_depth",
-    "num_channels",
-    "grid_h",
-    "grid_w",
-    "intensity",
-    "entropy",
-    "magnitude",
-    "entropy_min",
-    "entropy_max",
-    "spectrum",
-]
-
-
-# === Per-batch numpy math (SPEC.md 5) ===
-def channel_spectrum_sum(feature_map):
-    """Sum over images and tokens of |DFT over channels| / C, and the number of tokens.
-
-    Args:
-        feature_map: (B, h, w, C) array (or any (..., C)).
-    Returns:
-        ((C,) float64 sum, token count). Dividing gives SPEC.md 5's S[k] for this batch.
-    """
-    values = np.asarray(feature_map)
-    channels = values.shape[-1]
-    tokens = values.reshape(-1, channels)
-    total = np.zeros(channels, dtype=np.float64)
-    # In chunks of tokens: the complex128 FFT of a whole Swin stage-0 batch would take GBs.
-    for start in range(0, tokens.shape[0], _SPECTRUM_CHUNK_TOKENS):
-        chunk = tokens[start : start + _SPECTRUM_CHUNK_TOKENS].astype(np.float64)
-        total += (np.abs(np.fft.fft(chunk, axis=-1)) / channels).sum(axis=0)
-    return total, tokens.shape[0]
-
-
-def histogram_bin_indices(values, low, high, bins):
-    """Bin index of each value in `bins` equal bins over [low, high], as `np.histogram` assigns.
-
-    Same arithmetic as numpy's uniform-bin fast path (float64), including its +-1 ULP corrections
-    at the edges and the closed last bin, so counts equal `np.histogram(v, bins, (low, high))` for
-    float64 data. Values must lie in [low, high]. `low == high` widens the range by +-0.5 as numpy.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    low, high = float(low), float(high)
-    if low == high:
-        low, high = low - 0.5, high + 0.5
-    edges = np.linspace(low, high, bins + 1, endpoint=True)
-    indices = ((values - low) / (high - low) * bins).astype(np.intp)
-    indices[indices == bins] -= 1
-    indices[values < edges[indices]] -= 1
-    indices[(values >= edges[indices + 1]) & (indices != bins - 1)] += 1
-    return indices
-
-
-def token_entropy_sum(feature_map, low, high, bins=DEFAULT_ENTROPY_BINS):
-    """Sum over tokens of the channel entropy (bits), and the token count.
-
-    Each token's C channel values are histogrammed into `bins` equal bins over [low, high];
-    p = counts / C; H = -sum_{p>0} p log2 p.
-
-    Args:
-        feature_map: (B, h, w, C) array with every value in [low, high].
-        low, high: the histogram range (the unit's global min and max).
-        bins: number of bins.
-    Returns:
-        (float64 sum of entropies, token count).
-    """
-    values = np.asarray(feature_map)
-    channels = values.shape[-1]
-    tokens = values.reshape(-1, channels)
-    if tokens.size and (tokens.min() < low or tokens.max() > high):
-        raise ValueError(
-            f"Feature values span [{tokens.min()}, {tokens.max()}], outside the entropy histogram "
-            f"range [{low}, {high}]."
-        )
-    total = 0.0
-    for start in range(0, tokens.shape[0], _ENTROPY_CHUNK_TOKENS):
-        chunk = tokens[start : start + _ENTROPY_CHUNK_TOKENS]
-        count = chunk.shape[0]
-        indices = histogram_bin_indices(chunk, low, high, bins)
-        # One bincount for the whole chunk: offset each token's bins into its own row.
-        flat = (indices + np.arange(count)[:, None] * bins).ravel()
-        counts = np.bincount(flat, minlength=count * bins).reshape(count, bins)
-        probabilities = counts / channels
-        safe = np.where(counts > 0, probabilities, 1.0)  # log2(1) = 0 for empty bins
-        total += float(-(probabilities * np.log2(safe)).sum())
-    return total, tokens.shape[0]
+from keras_spectralkd.analysis.batches import iterate_images
+from keras_spectralkd.analysis.batches import to_float_array
+from keras_spectralkd.analysis.record import Profile
+from keras_spectralkd.analysis.statistics import DEFAULT_ENTROPY_BINS
+from keras_spectralkd.analysis.statistics import UnitStatistics
+from keras_spectralkd.models.backbone import normalize_indices
 
 
 # === Profiling ===
-class _UnitStatistics:
-    """Running float64 sums of one unit's statistics."""
-
-    def __init__(self, channels):
-        self.spectrum_sum = np.zeros(channels, dtype=np.float64)
-        self.abs_sum = 0.0
-        self.num_values = 0
-        self.num_tokens = 0
-        self.minimum = math.inf
-        self.maximum = -math.inf
-        self.entropy_sum = 0.0
-        self.entropy_tokens = 0
-        self.grid = None
-
-
 def profile_model(
     model,
     data,
@@ -428,7 +63,8 @@ def profile_model(
     Args:
         model: a backbone: `forward_intermediates(images, indices, training=False)` returning
             `(logits, maps)`, maps (B, h, w, C). `feature_info` (a list, one entry per unit) or
-            `num_units` gives the depth; without either, the depth is the number of maps.
+            `num_units` gives the depth; without either, the depth is the number of maps (and
+            `indices` must be None).
         data: image batches (B, H, W, 3), channels-last, already preprocessed: a (N, H, W, 3)
             array (split into `batch_size` batches), a `tf.data.Dataset`, or any iterable of
             batches. A batch may also be a tuple/list (images first, e.g. `(images, labels)`) or
@@ -456,12 +92,7 @@ def profile_model(
     if int(entropy_bins) < 1:
         raise ValueError(f"`entropy_bins` must be >= 1; got {entropy_bins}.")
     depth = _model_depth(model)
-    if indices is None and depth is not None:
-        units = list(range(depth))
-    elif indices is None:
-        units = None  # learnt from the first batch
-    else:
-        units = _normalize_indices(indices, depth)
+    units = _profiled_units(model, indices, depth)
     if entropy and entropy_range is None and iter(data) is data:
         raise ValueError(
             "The channel entropy needs two passes over `data` (global min..max first), but "
@@ -482,16 +113,15 @@ def profile_model(
         if depth is None:
             depth = max(units) + 1
         if stats is None:
-            stats = [_UnitStatistics(m.shape[-1]) for m in maps]
+            stats = [UnitStatistics(unit, m.shape[-1]) for unit, m in zip(units, maps)]
             if entropy and not two_pass:
                 ranges = _fixed_entropy_ranges(entropy_range, units)
         fingerprints.append(_fingerprint(images))
         seen += images.shape[0]
-        for position, (unit, stat, feature_map) in enumerate(zip(units, stats, maps)):
-            _check_map(unit, stat, feature_map)
-            _accumulate(stat, feature_map)
+        for position, (stat, feature_map) in enumerate(zip(stats, maps)):
+            stat.add(feature_map)
             if ranges is not None:
-                _accumulate_entropy(unit, stat, feature_map, ranges[position], entropy_bins)
+                stat.add_entropy(feature_map, ranges[position], entropy_bins)
     if stats is None:
         raise ValueError("`data` yielded no images; nothing to profile.")
 
@@ -509,8 +139,8 @@ def profile_model(
                     "same order. Disable shuffling (or reshuffle_each_iteration=False), or pass "
                     "`entropy=False`."
                 )
-            for unit, stat, feature_map, value_range in zip(units, stats, maps, ranges):
-                _accumulate_entropy(unit, stat, feature_map, value_range, entropy_bins)
+            for stat, feature_map, value_range in zip(stats, maps, ranges):
+                stat.add_entropy(feature_map, value_range, entropy_bins)
         if stats[0].entropy_tokens != stats[0].num_tokens:
             raise ValueError(
                 f"`data` yielded fewer images on the entropy pass than the {seen} of pass 1."
@@ -546,26 +176,15 @@ def profile_maps(
     if len(units) != len(maps):
         raise ValueError(f"Got {len(maps)} maps but {len(units)} units ({units}).")
     depth = max(units) + 1 if depth is None else int(depth)
-    stats = [_UnitStatistics(m.shape[-1]) for m in maps]
+    stats = [UnitStatistics(unit, m.shape[-1]) for unit, m in zip(units, maps)]
     ranges = [(float(m.min()), float(m.max())) for m in maps] if entropy else None
-    for position, (unit, stat, feature_map) in enumerate(zip(units, stats, maps)):
-        _check_map(unit, stat, feature_map)
-        _accumulate(stat, feature_map)
+    for position, (stat, feature_map) in enumerate(zip(stats, maps)):
+        stat.add(feature_map)
         if entropy:
-            _accumulate_entropy(unit, stat, feature_map, ranges[position], entropy_bins)
+            stat.add_entropy(feature_map, ranges[position], entropy_bins)
     return _finish_profile(
         stats, units, depth, name, maps[0].shape[0], entropy, entropy_bins, ranges
     )
-
-
-def _accumulate(stat, feature_map):
-    spectrum_sum, tokens = channel_spectrum_sum(feature_map)
-    stat.spectrum_sum += spectrum_sum
-    stat.num_tokens += tokens
-    stat.abs_sum += float(np.abs(feature_map).sum(dtype=np.float64))
-    stat.num_values += feature_map.size
-    stat.minimum = min(stat.minimum, float(feature_map.min()))
-    stat.maximum = max(stat.maximum, float(feature_map.max()))
 
 
 def _finish_profile(stats, units, depth, name, num_images, entropy, entropy_bins, ranges):
@@ -604,34 +223,6 @@ def _fixed_entropy_ranges(entropy_range, units):
     return result
 
 
-def _accumulate_entropy(unit, stat, feature_map, value_range, bins):
-    low, high = value_range
-    if feature_map.min() < low or feature_map.max() > high:
-        raise ValueError(
-            f"Unit {unit}: features span [{feature_map.min()}, {feature_map.max()}], outside "
-            f"the entropy histogram range ({low}, {high})."
-        )
-    entropy_sum, tokens = token_entropy_sum(feature_map, low, high, bins)
-    stat.entropy_sum += entropy_sum
-    stat.entropy_tokens += tokens
-
-
-def _check_map(unit, stat, feature_map):
-    if feature_map.ndim != 4:
-        raise ValueError(
-            f"Unit {unit}: expected a (B, h, w, C) map from forward_intermediates, got shape "
-            f"{feature_map.shape}."
-        )
-    grid = tuple(feature_map.shape[1:3])
-    if stat.grid is None:
-        stat.grid = grid
-    if grid != stat.grid or feature_map.shape[-1] != len(stat.spectrum_sum):
-        raise ValueError(
-            f"Unit {unit}: map shape changed between batches: {feature_map.shape} after "
-            f"(B, {stat.grid[0]}, {stat.grid[1]}, {len(stat.spectrum_sum)})."
-        )
-
-
 def _fingerprint(images):
     return (images.shape, float(np.sum(images, dtype=np.float64)))
 
@@ -644,27 +235,21 @@ def _model_depth(model):
     return int(units) if units is not None else None
 
 
-def _normalize_indices(indices, depth):
-    if isinstance(indices, int) and not isinstance(indices, bool):
-        if depth is None or not 0 < indices <= depth:
-            raise ValueError(
-                f"`indices`={indices} (the last n units) needs 1 <= n <= depth={depth}."
-            )
-        return list(range(depth - indices, depth))
-    units = [int(i) for i in indices]
+def _profiled_units(model, indices, depth):
+    """The unit indices to profile, by the backbone's own rules (`normalize_indices`); None when
+    the model does not say its depth and `indices` is None (then learnt from the first batch)."""
+    if depth is None:
+        if indices is None:
+            return None
+        raise ValueError(
+            f"`indices`={indices!r} needs the model's number of units, but "
+            f"{type(model).__name__} has neither `feature_info` nor `num_units`; pass "
+            "indices=None (every unit) or give the model one of them."
+        )
+    units = normalize_indices(indices, depth)
     if not units:
-        raise ValueError("`indices` is empty; expected None, an int or unit indices.")
-    for unit in units:
-        if unit < 0 or (depth is not None and unit >= depth):
-            raise ValueError(f"Unit index {unit} is out of range 0..{depth - 1 if depth else '?'}.")
+        raise ValueError(f"`indices`={indices!r} selects no unit; expected at least one.")
     return units
-
-
-def to_float_array(x):
-    """A backend tensor or array as numpy: float64 stays float64, anything else becomes float32
-    (bfloat16/float16 maps under mixed precision are analysed in float32)."""
-    array = np.asarray(keras.ops.convert_to_numpy(x))
-    return array if array.dtype == np.float64 else array.astype(np.float32)
 
 
 def no_grad():
@@ -687,7 +272,7 @@ def _forward_batches(model, data, units, num_images, batch_size, verbose, label)
             print(f"Profiling {getattr(model, 'name', type(model).__name__)} ({label})")
         progbar = keras.utils.Progbar(target, unit_name="image")
     seen = 0
-    for images in _iterate_images(data, batch_size):
+    for images in iterate_images(data, batch_size):
         if num_images is not None:
             if seen >= num_images:
                 break
@@ -699,52 +284,3 @@ def _forward_batches(model, data, units, num_images, batch_size, verbose, label)
         if progbar is not None:
             progbar.update(seen)
         yield images, maps
-
-
-def _iterate_images(data, batch_size):
-    """Yields (B, H, W, C) float32 numpy batches from the supported `data` forms."""
-    if _is_array(data):
-        array = _to_numpy(data)
-        _check_images(array, "data")
-        for start in range(0, array.shape[0], batch_size):
-            yield array[start : start + batch_size].astype(np.float32, copy=False)
-        return
-    iterable = data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else data
-    for element in iterable:
-        if isinstance(element, dict):
-            key = "images" if "images" in element else "image" if "image" in element else None
-            if key is None:
-                raise ValueError(
-                    f"A dict batch needs an 'images' or 'image' key; got keys {sorted(element)}."
-                )
-            element = element[key]
-        elif isinstance(element, (tuple, list)):
-            element = element[0]
-        images = _to_numpy(element).astype(np.float32, copy=False)
-        _check_images(images, "a batch")
-        yield images
-
-
-def _is_array(value):
-    return isinstance(value, np.ndarray) or (
-        hasattr(value, "shape")
-        and hasattr(value, "dtype")
-        and not hasattr(value, "as_numpy_iterator")
-    )
-
-
-def _to_numpy(value):
-    if isinstance(value, np.ndarray):
-        return value
-    try:
-        return np.asarray(keras.ops.convert_to_numpy(value))
-    except Exception:  # noqa: BLE001 - tensors of another framework (e.g. tf on torch)
-        return np.asarray(value)
-
-
-def _check_images(images, what):
-    if images.ndim != 4:
-        raise ValueError(
-            f"Expected {what} of images shaped (B, H, W, C), channels-last; got shape "
-            f"{images.shape}."
-        )

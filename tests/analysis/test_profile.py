@@ -15,10 +15,11 @@ from analysis_helpers import numpy_magnitude
 from keras_spectralkd import spectral
 from keras_spectralkd.analysis import Profile
 from keras_spectralkd.analysis import profile_model
-from keras_spectralkd.analysis.profile import channel_spectrum_sum
-from keras_spectralkd.analysis.profile import histogram_bin_indices
-from keras_spectralkd.analysis.profile import profile_maps
-from keras_spectralkd.analysis.profile import token_entropy_sum
+from keras_spectralkd.analysis import profile_maps
+from keras_spectralkd.analysis.statistics import channel_spectrum_sum
+from keras_spectralkd.analysis.statistics import histogram_bin_indices
+from keras_spectralkd.analysis.statistics import token_entropy_sum
+from keras_spectralkd.models.backbone import normalize_indices
 
 
 # === The per-batch math ===
@@ -96,13 +97,13 @@ def test_entropy_matches_numpy_definition(rng, bins):
 
 
 def test_chunking_over_tokens_does_not_change_the_result(rng, monkeypatch):
-    import keras_spectralkd.analysis.profile as profile_module
+    from keras_spectralkd.analysis import statistics
 
     x = rng.normal(size=(3, 5, 5, 9))
     whole_entropy, _ = token_entropy_sum(x, x.min(), x.max())
     whole_spectrum, _ = channel_spectrum_sum(x)
-    monkeypatch.setattr(profile_module, "_ENTROPY_CHUNK_TOKENS", 7)
-    monkeypatch.setattr(profile_module, "_SPECTRUM_CHUNK_TOKENS", 7)
+    monkeypatch.setattr(statistics, "_ENTROPY_CHUNK_TOKENS", 7)
+    monkeypatch.setattr(statistics, "_SPECTRUM_CHUNK_TOKENS", 7)
     chunked_entropy, _ = token_entropy_sum(x, x.min(), x.max())
     chunked_spectrum, _ = channel_spectrum_sum(x)
     np.testing.assert_allclose(chunked_entropy, whole_entropy, rtol=1e-12)
@@ -242,6 +243,32 @@ def test_bad_inputs(numpy_backbone, images):
     with pytest.raises(ValueError, match="out of range"):
         profile_model(numpy_backbone, images, indices=[4])
 
+
+
+@pytest.mark.parametrize("indices", [None, 1, 4, [3, 0], (2,), np.array([1, 2])])
+def test_indices_follow_the_backbone_rules(numpy_backbone, images, indices):
+    # One normaliser for the whole package: the units profiled are the maps a backbone returns.
+    profile = profile_model(numpy_backbone, images, indices=indices, entropy=False, verbose=0)
+    assert profile.units == normalize_indices(indices, 4)
+
+
+def test_bad_indices(numpy_backbone, images):
+    for bad, error, message in [
+        (True, TypeError, "must be None, an int or a sequence"),
+        (5, ValueError, "the model has 4 units; expected 1..4"),
+        ([-1], ValueError, "out of range"),
+        ([], ValueError, "selects no unit"),
+    ]:
+        with pytest.raises(error, match=message):
+            profile_model(numpy_backbone, images, indices=bad, verbose=0)
+
+    class Depthless(NumpyBackbone):
+        feature_info = None  # neither feature_info nor num_units: the depth is unknown
+
+    profile = profile_model(Depthless(), images, entropy=False, verbose=0)
+    assert profile.units == [0, 1, 2, 3] and profile.depth == 4
+    with pytest.raises(ValueError, match="neither `feature_info` nor `num_units`"):
+        profile_model(Depthless(), images, indices=[1], verbose=0)
 
 def test_progress_bar(numpy_backbone, images, capsys):
     profile_model(numpy_backbone, images, batch_size=4, verbose=1)
