@@ -2,7 +2,7 @@
 
 Contenders (each in its own process, since a Keras backend is fixed per process; timed in
 interleaved rounds, one step each per round, see benchmarks/_workers.py):
-- `reference`: timm models + SPEC.md 3's objective in PyTorch (keras_spectralkd.reference),
+- `reference`: timm models + SPEC.md 3's objective in PyTorch (tests/torch_objective.py),
   AdamW, the teacher under `torch.no_grad()` (as the public code);
 - `tensorflow`: our Distiller, `jit_compile=True` (XLA);
 - `jax`: our Distiller (always jitted);
@@ -48,6 +48,8 @@ PAIRS = {
     ),
 }
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The PyTorch reference objective is the tests' oracle: tests/torch_objective.py.
+TESTS = os.path.join(ROOT, "tests")
 
 
 def peak_rss_mb():
@@ -74,7 +76,7 @@ def run_reference(args):
     import timm
     import torch
 
-    from keras_spectralkd.reference import torch_objective as ref
+    import torch_objective as ref  # tests/torch_objective.py (TESTS is on sys.path)
 
     device = "cuda" if args.device == "gpu" else "cpu"
     if device == "cpu":
@@ -313,7 +315,7 @@ def _spectral_value_and_grad(backend, loss_fn, s_maps, t_maps):
 
 # === Driver ===
 def child(args):
-    sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+    sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__)), TESTS]
     from _workers import serve
 
     serve(lambda: run_reference(args) if args.contender == "reference" else run_keras(args))
@@ -324,7 +326,7 @@ def worker_spec(args, contender, batch):
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
     env.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    # The reference imports keras only through keras_spectralkd.reference: torch then.
+    # The reference needs no Keras; torch keeps anything that imports it from loading TensorFlow.
     env["KERAS_BACKEND"] = "torch" if contender == "reference" else contender
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""

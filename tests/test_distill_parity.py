@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+import torch_objective as ref  # tests/torch_objective.py: the PyTorch oracle
 from backend_grad import model_value_and_grads
 from keras_spectralkd import Distiller
 from keras_spectralkd.convert import from_timm
-from keras_spectralkd.reference import torch_objective as ref
 
 timm = pytest.importorskip("timm")
 

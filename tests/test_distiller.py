@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from keras_spectralkd.reference import torch_objective as ref
+import torch_objective as ref  # tests/torch_objective.py: the PyTorch oracle
 from keras_spectralkd import Distiller
 from tiny_backbone import TinyBackbone
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_spectralkd.reference import torch_objective as ref
+import torch_objective as ref  # tests/torch_objective.py: the PyTorch oracle
 from backend_grad import jit, value_and_grads
 from keras_spectralkd import spectral
 

@@ -1,7 +1,12 @@
-"""The SpectralKD reference objective written in PyTorch: the oracle of the tests and the baseline of
+"""SpectralKD's objective (SPEC.md 2-3) written in PyTorch: the tests' oracle and the benchmarks'
+baseline.
 
 Written from the paper and its public code's formulas, in the reference's own layout (NCHW),
 so that our channels-last keras.ops implementation is checked against an independent one.
+
+It lives beside the tests, not in the installed package: users never need it, and it needs
+torch. Tests import it as `import torch_objective` (tests/ is on pytest's path, like
+timm_oracle.py); benchmarks/distill_step.py puts tests/ on `sys.path` and imports it the same way.
 """
 
 import torch
