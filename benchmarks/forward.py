@@ -1,4 +1,4 @@
-"""Inference speed of our backbones against timm's, side by side in one run (issue 3 item 6).
+"""Inference speed of our backbones against timm's, side by side in one run.
 
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 \\
         python benchmarks/forward.py --model cait_s24_224 --batch_size 8

@@ -1,4 +1,4 @@
-"""End-to-end parity with the PyTorch reference (issue 3, item 5).
+"""End-to-end parity with the PyTorch reference (tests/torch_objective.py).
 
 timm models with random weights are converted to ours; the Distiller's total loss, each term, and
 the gradient w.r.t. every student weight must equal the reference (timm + SPEC.md 3's objective

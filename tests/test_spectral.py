@@ -12,7 +12,7 @@ from keras_spectralkd import spectral
 
 RTOL = 1e-5
 
-# (student shape, teacher shape): the cases, odd and even W, batch 1, equal widths.
+# (student shape, teacher shape): DeiT and Swin widths, odd and even W, batch 1, equal widths.
 PAIR_SHAPES = [
     ((2, 14, 14, 192), (2, 14, 14, 384)),
     ((3, 7, 7, 5), (3, 7, 7, 13)),

@@ -10,7 +10,7 @@ init by `randomize_`: LayerNorm weights of exactly 1, biases of exactly 0 and La
 of 1e-5 (which shrink every residual branch to nothing) would hide a swapped, transposed or
 skipped tensor.
 
-Error measure (issue 3): max |ours - timm| / max(1, max |timm|), per output (logits, each map).
+Error measure: max |ours - timm| / max(1, max |timm|), per output (logits, each map).
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Data parallelism on every backend, through Keras' own mechanisms (issue 5, item 3).
+"""Data parallelism on every backend, through Keras' own mechanisms.
 
 - TensorFlow backend: `tf.distribute.MirroredStrategy` over all local GPUs when there are two or
   more, `tf.distribute.MultiWorkerMirroredStrategy` when `TF_CONFIG` is set (multi-machine;

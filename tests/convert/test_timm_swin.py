@@ -5,7 +5,7 @@ parameter is perturbed away from timm's init (LayerNorm weights of exactly 1 and
 0 would hide a swapped or skipped tensor) and the relative position tables get a large spread, so
 a wrong index or window layout shows up far above the tolerance.
 
-Tolerance (issue 3): max |ours - timm| / max(1, max |timm|) < 1e-4, for the logits and each map.
+Tolerance (TOLERANCE): max |ours - timm| / max(1, max |timm|) < 1e-4, for the logits and each map.
 """
 
 import re

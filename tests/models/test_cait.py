@@ -1,6 +1,6 @@
 """CaiT backbone: parity with timm (tiny and real size), talking heads, class attention, config.
 
-Parity tolerance (issue 3): max |ours - timm| / max(1, max |timm|) < 1e-4 for the logits and
+Parity tolerance (TOLERANCE): max |ours - timm| / max(1, max |timm|) < 1e-4 for the logits and
 every self-attention block's map. timm's LayerScale gammas (1e-5 at init) are redrawn around 1
 by tests/timm_oracle.py, otherwise every residual branch would vanish below the tolerance and
 hide any bug in attention or MLP.

@@ -1,6 +1,6 @@
 """ViT / DeiT backbone: parity with timm (tiny and real size), protocol, config, saving, dtypes.
 
-Parity tolerance (issue 3): max |ours - timm| / max(1, max |timm|) < 1e-4 for the logits and
+Parity tolerance (TOLERANCE): max |ours - timm| / max(1, max |timm|) < 1e-4 for the logits and
 every block's map; timm's weights are random and perturbed (see tests/timm_oracle.py).
 """
 
