@@ -96,6 +96,16 @@ class Backbone(keras.Model):
         """Turns unit `index`'s raw output into a (B, h, w, C) map. Identity by default."""
         return raw
 
+    def no_weight_decay(self):
+        """Paths of the weights that must not be decayed besides the 1-D ones (timm's pattern).
+
+        timm's optimizer factory exempts every 1-D parameter (biases, norms, LayerScale) and the
+        names a model's `no_weight_decay()` returns (position tables, class tokens, Swin's
+        relative-position tables). Subclasses return the `variable.path`s of the latter, taken
+        from the layer objects, so that renaming a layer cannot silently change the optimiser.
+        """
+        return set()
+
     def forward_intermediates(self, images, indices=None, training=False):
         """Runs the model once; returns `(logits, maps)`, maps in the order of `indices`.
 

@@ -249,7 +249,10 @@ def test_drop_path_identity_in_eval_and_random_in_training(tiny_model):
         (dict(image_size=33), "image_size=33"),
         (dict(image_size=(32, 30), patch_size=4), "image_size=(32, 30)"),
         (dict(num_heads=(1, 2, 3)), "num_heads"),
-        (dict(num_heads=(1, 2, 5, 4)), "num_heads[2]=5"),
+        (
+            dict(num_heads=(1, 2, 5, 4)),
+            "stage 2's width (embed_dim * 2**2)=96 must be divisible by num_heads=5",
+        ),
         (dict(depths=()), "depths"),
         (dict(depths=(2, 0, 2, 2)), "depths"),
         (dict(window_size=0), "window_size"),
