@@ -27,15 +27,14 @@ from keras_spectralkd.models.layers import (
     LAYER_NORM_EPSILON,
     TIMM_INIT_STD,
     ClassToken,
-    PatchEmbedding,
     PositionEmbedding,
     TimmTruncatedNormal,
     check_block_arguments,
     check_heads_divide,
     check_image_size,
     check_positive_int,
-    timm_dense,
 )
+from keras_spectralkd.models.vit import block_feature_info, norm_and_head, patch_tokens
 
 __all__ = ["CaiT", "ClassAttention", "TalkingHeadsAttention"]
 
@@ -102,66 +101,46 @@ class CaiT(Backbone):
 
         # === Functional Model ===
         images = keras.Input(shape=(height, width, 3), name="images")
-        x = PatchEmbedding(patch_size, embed_dim, dtype=dtype, name="patch_embed")(images)
-        x = layers.Reshape((grid[0] * grid[1], embed_dim), dtype=dtype, name="patch_tokens")(x)
+        x = patch_tokens(images, patch_size, embed_dim, grid, dtype)
         x = PositionEmbedding(dtype=dtype, name="pos_embed")(x)
-        unit_outputs = []
-        for index in range(depth):
-            x = TransformerBlock(
-                TalkingHeadsAttention(num_heads, qkv_bias=qkv_bias, dtype=dtype, name="attn"),
+
+        def block(attention, name, drop_path=0.0):
+            """A LayerScale block around `attention` (its class, timm's `attn_block`)."""
+            return TransformerBlock(
+                attention(num_heads, qkv_bias=qkv_bias, dtype=dtype, name="attn"),
                 mlp_ratio=mlp_ratio,
-                drop_path_rate=drop_path_rate,
+                drop_path_rate=drop_path,
                 init_values=init_values,
                 layer_norm_epsilon=layer_norm_epsilon,
                 dtype=dtype,
-                name=f"blocks_{index}",
-            )(x)
+                name=name,
+            )
+
+        unit_outputs = []
+        for index in range(depth):
+            x = block(TalkingHeadsAttention, f"blocks_{index}", drop_path_rate)(x)
             unit_outputs.append(x)
         cls_token = ClassToken(
             TimmTruncatedNormal(stddev=TIMM_INIT_STD), dtype=dtype, name="cls_token"
         )(x)
         for index in range(depth_token_only):
-            cls_token = TransformerBlock(
-                ClassAttention(num_heads, qkv_bias=qkv_bias, dtype=dtype, name="attn"),
-                mlp_ratio=mlp_ratio,
-                init_values=init_values,
-                layer_norm_epsilon=layer_norm_epsilon,
-                dtype=dtype,
-                name=f"blocks_token_only_{index}",
-            )([x, cls_token])
+            cls_token = block(ClassAttention, f"blocks_token_only_{index}")([x, cls_token])
         # timm norms [cls, patches] and pools token 0; the norm is per token, so norming the
         # class token alone is the same.
         x = layers.Reshape((embed_dim,), dtype=dtype, name="pool_cls_token")(cls_token)
-        x = layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="norm")(x)
-        if num_classes:
-            x = timm_dense(num_classes, "head", dtype)(x)
-        feature_info = [
-            {"module": f"blocks_{i}", "num_chs": embed_dim, "reduction": patch_size, "grid": grid}
-            for i in range(depth)
-        ]
+        logits = norm_and_head(x, layer_norm_epsilon, num_classes, dtype)
         super().__init__(
             inputs=images,
-            outputs=x,
+            outputs=logits,
             unit_outputs=unit_outputs,
-            feature_info=feature_info,
+            feature_info=block_feature_info(depth, embed_dim, patch_size, grid),
             dtype=dtype,
             name=name,
             **kwargs,
         )
 
         # === Config ===
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.embed_dim = embed_dim
-        self.depth = depth
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.qkv_bias = qkv_bias
-        self.depth_token_only = depth_token_only
-        self.init_values = init_values
-        self.num_classes = num_classes
-        self.drop_path_rate = drop_path_rate
-        self.layer_norm_epsilon = layer_norm_epsilon
+        self.store_arguments(locals())
         self.grid = grid
 
     def unit_to_map(self, raw, index):
@@ -173,24 +152,6 @@ class CaiT(Backbone):
             self.get_layer("pos_embed").embedding.path,
             self.get_layer("cls_token").token.path,
         }
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            embed_dim=self.embed_dim,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias,
-            depth_token_only=self.depth_token_only,
-            init_values=self.init_values,
-            num_classes=self.num_classes,
-            drop_path_rate=self.drop_path_rate,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config
 
 
 # === Presets (timm's names and arguments; timm has no `cait_xs24_224`, only the 384 one, whose

@@ -534,17 +534,9 @@ class SwinTransformer(Backbone):
         )
 
         # === Config ===
-        self.image_size = image_size if isinstance(image_size, int) else tuple(image_hw)
-        self.patch_size = patch_size
-        self.embed_dim = embed_dim
-        self.depths = depths
-        self.num_heads = num_heads
-        self.window_size = window_size if isinstance(window_size, int) else window
-        self.mlp_ratio = float(mlp_ratio)
-        self.qkv_bias = bool(qkv_bias)
-        self.num_classes = int(num_classes or 0)
-        self.drop_path_rate = float(drop_path_rate)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        image_size = image_size if isinstance(image_size, int) else tuple(image_hw)
+        window_size = window_size if isinstance(window_size, int) else window
+        self.store_arguments(locals())
 
     def no_weight_decay(self):
         """timm's `no_weight_decay()`: every block's relative-position table (by path)."""
@@ -553,23 +545,6 @@ class SwinTransformer(Backbone):
             for layer in self.layers
             if isinstance(layer, SwinTransformerBlock)
         }
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            embed_dim=self.embed_dim,
-            depths=list(self.depths),
-            num_heads=list(self.num_heads),
-            window_size=self.window_size,
-            mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias,
-            num_classes=self.num_classes,
-            drop_path_rate=self.drop_path_rate,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config
 
 
 # === Presets (timm's names and numbers; SPEC.md 8) ===

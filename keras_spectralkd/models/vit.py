@@ -83,8 +83,7 @@ class VisionTransformer(Backbone):
 
         # === Functional Model ===
         images = keras.Input(shape=(height, width, 3), name="images")
-        x = PatchEmbedding(patch_size, embed_dim, dtype=dtype, name="patch_embed")(images)
-        x = layers.Reshape((grid[0] * grid[1], embed_dim), dtype=dtype, name="patch_tokens")(x)
+        x = patch_tokens(images, patch_size, embed_dim, grid, dtype)
         # timm initialises the ViT class token with normal(std=1e-6).
         cls_token = ClassToken(
             keras.initializers.RandomNormal(stddev=1e-6), dtype=dtype, name="cls_token"
@@ -104,36 +103,19 @@ class VisionTransformer(Backbone):
             unit_outputs.append(x)
         # The final norm is per token, so norming only the class token equals timm's
         # norm-then-take-token-0, for a fraction of the work.
-        x = layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="norm")(
-            x[:, 0]
-        )
-        if num_classes:
-            x = timm_dense(num_classes, "head", dtype)(x)
-        feature_info = [
-            {"module": f"blocks_{i}", "num_chs": embed_dim, "reduction": patch_size, "grid": grid}
-            for i in range(depth)
-        ]
+        logits = norm_and_head(x[:, 0], layer_norm_epsilon, num_classes, dtype)
         super().__init__(
             inputs=images,
-            outputs=x,
+            outputs=logits,
             unit_outputs=unit_outputs,
-            feature_info=feature_info,
+            feature_info=block_feature_info(depth, embed_dim, patch_size, grid),
             dtype=dtype,
             name=name,
             **kwargs,
         )
 
         # === Config ===
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.embed_dim = embed_dim
-        self.depth = depth
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.qkv_bias = qkv_bias
-        self.num_classes = num_classes
-        self.drop_path_rate = drop_path_rate
-        self.layer_norm_epsilon = layer_norm_epsilon
+        self.store_arguments(locals())
         self.grid = grid
         self.num_prefix_tokens = 1
 
@@ -147,21 +129,28 @@ class VisionTransformer(Backbone):
             self.get_layer("pos_embed").embedding.path,
         }
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            embed_dim=self.embed_dim,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias,
-            num_classes=self.num_classes,
-            drop_path_rate=self.drop_path_rate,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config
+
+# === Parts shared with CaiT ===
+def patch_tokens(images, patch_size, embed_dim, grid, dtype):
+    """timm's `patch_embed` as tokens: (B, H, W, 3) -> (B, h*w, C), row-major."""
+    x = PatchEmbedding(patch_size, embed_dim, dtype=dtype, name="patch_embed")(images)
+    return layers.Reshape((grid[0] * grid[1], embed_dim), dtype=dtype, name="patch_tokens")(x)
+
+
+def norm_and_head(class_token, layer_norm_epsilon, num_classes, dtype):
+    """Final `norm` of the (B, C) class token, then the `head` (none when num_classes is 0)."""
+    x = layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="norm")(
+        class_token
+    )
+    return timm_dense(num_classes, "head", dtype)(x) if num_classes else x
+
+
+def block_feature_info(depth, embed_dim, patch_size, grid):
+    """`feature_info` of `depth` token blocks `blocks_{i}` on one (h, w) grid."""
+    return [
+        {"module": f"blocks_{i}", "num_chs": embed_dim, "reduction": patch_size, "grid": grid}
+        for i in range(depth)
+    ]
 
 
 # === Presets (timm's names and arguments) ===
