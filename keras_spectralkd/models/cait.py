@@ -36,7 +36,24 @@ from keras_spectralkd.models.layers import (
 )
 from keras_spectralkd.models.vit import block_feature_info, norm_and_head, patch_tokens
 
-__all__ = ["CaiT", "ClassAttention", "TalkingHeadsAttention"]
+__all__ = ["CaiT", "ClassAttention", "ClassAttentionBlock", "LayerScaleBlock",
+           "TalkingHeadsAttention"]
+
+
+# === Blocks ===
+# One implementation (`TransformerBlock`); the two subclasses only give CaiT's blocks their own
+# class names, because Keras names the weights in a `.keras` file after the layer classes: files
+# saved before the blocks were unified keep loading.
+@keras.saving.register_keras_serializable(package="keras_spectralkd")
+class LayerScaleBlock(TransformerBlock):
+    """timm's CaiT `LayerScaleBlock`: a `TransformerBlock` with talking-heads attention and
+    LayerScale."""
+
+
+@keras.saving.register_keras_serializable(package="keras_spectralkd")
+class ClassAttentionBlock(TransformerBlock):
+    """timm's `LayerScaleBlockClassAttn`: a `TransformerBlock` with class attention and
+    LayerScale, called on `[tokens, class_token]`."""
 
 
 # === Backbone ===
@@ -50,7 +67,8 @@ class CaiT(Backbone):
 
     Layer names follow timm's modules (`patch_embed`, `pos_embed`, `blocks_{i}`, `cls_token`,
     `blocks_token_only_{j}`, `norm`, `head`). Every block is a `TransformerBlock` with
-    LayerScale: talking-heads attention in `blocks_{i}`, class attention in `blocks_token_only_{j}`.
+    LayerScale: talking-heads attention in `blocks_{i}` (`LayerScaleBlock`), class attention in
+    `blocks_token_only_{j}` (`ClassAttentionBlock`).
 
     Args:
         image_size: input side (int) or (height, width); each a multiple of `patch_size`.
@@ -104,9 +122,9 @@ class CaiT(Backbone):
         x = patch_tokens(images, patch_size, embed_dim, grid, dtype)
         x = PositionEmbedding(dtype=dtype, name="pos_embed")(x)
 
-        def block(attention, name, drop_path=0.0):
+        def block(block_class, attention, name, drop_path=0.0):
             """A LayerScale block around `attention` (its class, timm's `attn_block`)."""
-            return TransformerBlock(
+            return block_class(
                 attention(num_heads, qkv_bias=qkv_bias, dtype=dtype, name="attn"),
                 mlp_ratio=mlp_ratio,
                 drop_path_rate=drop_path,
@@ -118,13 +136,15 @@ class CaiT(Backbone):
 
         unit_outputs = []
         for index in range(depth):
-            x = block(TalkingHeadsAttention, f"blocks_{index}", drop_path_rate)(x)
+            x = block(LayerScaleBlock, TalkingHeadsAttention, f"blocks_{index}", drop_path_rate)(x)
             unit_outputs.append(x)
         cls_token = ClassToken(
             TimmTruncatedNormal(stddev=TIMM_INIT_STD), dtype=dtype, name="cls_token"
         )(x)
         for index in range(depth_token_only):
-            cls_token = block(ClassAttention, f"blocks_token_only_{index}")([x, cls_token])
+            cls_token = block(ClassAttentionBlock, ClassAttention, f"blocks_token_only_{index}")(
+                [x, cls_token]
+            )
         # timm norms [cls, patches] and pools token 0; the norm is per token, so norming the
         # class token alone is the same.
         x = layers.Reshape((embed_dim,), dtype=dtype, name="pool_cls_token")(cls_token)
