@@ -12,36 +12,20 @@ timm name -> our variable (torch Linear weights transposed, see `timm_vit` for t
     norm.*, head.*                                       norm, head
 """
 
-from keras_spectralkd.convert.timm import register_converter
-from keras_spectralkd.convert.timm_vit import (
-    copy_dense,
-    copy_head,
-    copy_layer_norm,
-    copy_mlp,
-    copy_stem,
-)
+from keras_spectralkd.convert.timm_vit import copy_stem
+from keras_spectralkd.convert.weight_map import copy_block, copy_norm_and_head
+
+TALKING_HEADS_ATTENTION = ("qkv", "proj", "proj_l", "proj_w")
+CLASS_ATTENTION = ("q", "k", "v", "proj")
 
 
-def _copy_block(weight_map, block, prefix, attention_names):
-    """One pre-norm LayerScale block; `attention_names` are its attention's Dense layers."""
-    copy_layer_norm(weight_map, block.norm1, f"{prefix}.norm1")
-    for name in attention_names:
-        copy_dense(weight_map, getattr(block.attn, name), f"{prefix}.attn.{name}")
-    copy_layer_norm(weight_map, block.norm2, f"{prefix}.norm2")
-    copy_mlp(weight_map, block.mlp, f"{prefix}.mlp")
-    weight_map.copy(block.gamma_1.gamma, f"{prefix}.gamma_1")
-    weight_map.copy(block.gamma_2.gamma, f"{prefix}.gamma_2")
-
-
-@register_converter("cait")
 def convert_cait(weight_map, model):
+    """Fills `weight_map` for a `CaiT` from timm's Cait state dict."""
     copy_stem(weight_map, model)
     for index in range(model.depth):
-        # Talking-heads self-attention blocks.
-        _copy_block(weight_map, model.get_layer(f"blocks_{index}"), f"blocks.{index}",
-                    ("qkv", "proj", "proj_l", "proj_w"))
+        copy_block(weight_map, model.get_layer(f"blocks_{index}"), f"blocks.{index}",
+                   TALKING_HEADS_ATTENTION)
     for index in range(model.depth_token_only):
-        # Class-attention blocks.
-        _copy_block(weight_map, model.get_layer(f"blocks_token_only_{index}"),
-                    f"blocks_token_only.{index}", ("q", "k", "v", "proj"))
-    copy_head(weight_map, model)
+        copy_block(weight_map, model.get_layer(f"blocks_token_only_{index}"),
+                   f"blocks_token_only.{index}", CLASS_ATTENTION)
+    copy_norm_and_head(weight_map, model)

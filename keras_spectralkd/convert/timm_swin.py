@@ -20,7 +20,13 @@ are renamed to timm's layout first, as timm's own `checkpoint_filter_fn` does.
 
 import re
 
-from keras_spectralkd.convert.timm import conv_kernel, linear_kernel, register_converter
+from keras_spectralkd.convert.weight_map import (
+    copy_block,
+    copy_dense,
+    copy_layer_norm,
+    copy_norm_and_head,
+    copy_patch_embed,
+)
 
 _RECOMPUTED_BUFFERS = ("relative_position_index", "attn_mask")
 
@@ -42,18 +48,6 @@ def _to_timm_layout(state_dict):
     return renamed
 
 
-def _copy_dense(weight_map, layer, prefix):
-    weight_map.copy(layer.kernel, f"{prefix}.weight", linear_kernel)
-    if layer.use_bias:
-        weight_map.copy(layer.bias, f"{prefix}.bias")
-
-
-def _copy_norm(weight_map, layer, prefix):
-    weight_map.copy(layer.gamma, f"{prefix}.weight")
-    weight_map.copy(layer.beta, f"{prefix}.bias")
-
-
-@register_converter("swin")
 def convert_swin(weight_map, model):
     """Fills `weight_map` for a `SwinTransformer` from timm's Swin state dict."""
     weight_map.state_dict = _to_timm_layout(weight_map.state_dict)
@@ -61,31 +55,19 @@ def convert_swin(weight_map, model):
         if key.rsplit(".", 1)[-1] in _RECOMPUTED_BUFFERS:
             weight_map.skip(key)
 
-    patch_embed = model.get_layer("patch_embed")
-    weight_map.copy(patch_embed.proj.kernel, "patch_embed.proj.weight", conv_kernel)
-    weight_map.copy(patch_embed.proj.bias, "patch_embed.proj.bias")
-    _copy_norm(weight_map, patch_embed.norm, "patch_embed.norm")
-
+    copy_patch_embed(weight_map, model.get_layer("patch_embed"))
     for stage, depth in enumerate(model.depths):
         if stage > 0:
             merging = model.get_layer(f"layers_{stage}_downsample")
             prefix = f"layers.{stage}.downsample"
-            _copy_norm(weight_map, merging.norm, f"{prefix}.norm")
-            _copy_dense(weight_map, merging.reduction, f"{prefix}.reduction")
+            copy_layer_norm(weight_map, merging.norm, f"{prefix}.norm")
+            copy_dense(weight_map, merging.reduction, f"{prefix}.reduction")
         for index in range(depth):
             block = model.get_layer(f"layers_{stage}_blocks_{index}")
             prefix = f"layers.{stage}.blocks.{index}"
-            _copy_norm(weight_map, block.norm1, f"{prefix}.norm1")
             weight_map.copy(
                 block.attn.relative_position_bias_table,
                 f"{prefix}.attn.relative_position_bias_table",
             )
-            _copy_dense(weight_map, block.attn.qkv, f"{prefix}.attn.qkv")
-            _copy_dense(weight_map, block.attn.proj, f"{prefix}.attn.proj")
-            _copy_norm(weight_map, block.norm2, f"{prefix}.norm2")
-            _copy_dense(weight_map, block.mlp.fc1, f"{prefix}.mlp.fc1")
-            _copy_dense(weight_map, block.mlp.fc2, f"{prefix}.mlp.fc2")
-
-    _copy_norm(weight_map, model.get_layer("norm"), "norm")
-    if model.num_classes:
-        _copy_dense(weight_map, model.get_layer("head"), "head.fc")
+            copy_block(weight_map, block, prefix, ("qkv", "proj"))
+    copy_norm_and_head(weight_map, model, head="head.fc")

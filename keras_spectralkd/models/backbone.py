@@ -24,6 +24,8 @@ Any object with `forward_intermediates` (and ideally `feature_info`) works with 
 and the analysis; subclassing `Backbone` is the easy way to get both.
 """
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -63,9 +65,9 @@ class Backbone(keras.Model):
 
     where `unit_outputs` are the symbolic outputs of the layers that end each unit (the raw
     block/stage outputs, e.g. (B, 1 + N, C) tokens for ViT) and `feature_info` describes the maps.
-    They override `unit_to_map(raw, index)` to turn a raw unit output into a (B, h, w, C) map,
-    and `get_config` to return their constructor arguments (`from_config` calls `cls(**config)`,
-    which rebuilds the graph; this is the keras-hub pattern).
+    They override `unit_to_map(raw, index)` to turn a raw unit output into a (B, h, w, C) map
+    and keep their constructor arguments with `self.store_arguments(locals())`, which
+    `get_config` returns (`from_config` calls `cls(**config)`, which rebuilds the graph: keras-hub's pattern).
     """
 
     def __init__(self, inputs, outputs, unit_outputs=(), feature_info=(), **kwargs):
@@ -96,6 +98,16 @@ class Backbone(keras.Model):
         """Turns unit `index`'s raw output into a (B, h, w, C) map. Identity by default."""
         return raw
 
+    def no_weight_decay(self):
+        """Paths of the weights that must not be decayed besides the 1-D ones (timm's pattern).
+
+        timm's optimizer factory exempts every 1-D parameter (biases, norms, LayerScale) and the
+        names a model's `no_weight_decay()` returns (position tables, class tokens, Swin's
+        relative-position tables). Subclasses return the `variable.path`s of the latter, taken
+        from the layer objects, so that renaming a layer cannot silently change the optimiser.
+        """
+        return set()
+
     def forward_intermediates(self, images, indices=None, training=False):
         """Runs the model once; returns `(logits, maps)`, maps in the order of `indices`.
 
@@ -121,10 +133,34 @@ class Backbone(keras.Model):
         return logits, maps
 
     # === Config ===
+    def _constructor_arguments(self):
+        """Names of the subclass' constructor arguments, less those Keras' `Model` keeps."""
+        parameters = inspect.signature(type(self).__init__).parameters
+        return [
+            argument
+            for argument, parameter in parameters.items()
+            if argument not in ("self", "name", "dtype", "trainable")
+            and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+        ]
+
+    def store_arguments(self, values):
+        """Keeps every constructor argument as `self.<argument>`, taken from `values` (the
+        constructor's `locals()` after validation), for `get_config`."""
+        for argument in self._constructor_arguments():
+            setattr(self, argument, values[argument])
+
     def get_config(self):
+        """Every constructor argument, read from the attribute of the same name.
+
+        Subclasses store each argument of their `__init__` with `store_arguments(locals())`
+        (after validation), so the config can never miss one; `name`, `dtype` and `trainable` come
+        from the model itself.
+        """
         config = {"name": self.name, "trainable": self.trainable}
         if self.dtype_policy is not None:
             config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
+        for argument in self._constructor_arguments():
+            config[argument] = getattr(self, argument)
         return config
 
     @classmethod

@@ -4,19 +4,89 @@ Every layer creates its sublayers in `__init__`, passes `dtype=self.dtype_policy
 precision works), uses `keras.ops` only and returns its constructor arguments in `get_config`.
 """
 
+import math
+
 import keras
 from keras import layers, ops
 
 LAYER_NORM_EPSILON = 1e-6  # timm's ViT/CaiT use 1e-6; Swin uses 1e-5 (passed explicitly).
+TIMM_INIT_STD = 0.02  # timm's std for Linear weights, position tables and CaiT's class token.
+
+
+# === timm's initialisers ===
+@keras.saving.register_keras_serializable(package="keras_spectralkd")
+class TimmTruncatedNormal(keras.initializers.RandomNormal):
+    """timm's `trunc_normal_(mean, std, a, b)`: a normal cut at ABSOLUTE bounds `[a, b]`.
+
+    Keras' `TruncatedNormal(stddev=s)` cuts at +-2 * s (its std is 0.88 s); timm cuts at the
+    absolute values a=-2, b=2, so with std 0.02 (100 standard deviations) it is a plain normal of
+    std 0.02. Sampled as timm does: a uniform draw between the normal CDF at the two bounds,
+    mapped back through the inverse CDF (`erfinv`), then clipped to the bounds.
+
+    Args:
+        mean: mean of the normal before truncation.
+        stddev: its standard deviation.
+        minval: lower bound `a` (absolute, not in standard deviations).
+        maxval: upper bound `b`.
+        seed: as Keras' random initializers (None: a fresh seed per instance).
+    """
+
+    def __init__(self, mean=0.0, stddev=TIMM_INIT_STD, minval=-2.0, maxval=2.0, seed=None):
+        if not minval < maxval:
+            raise ValueError(
+                f"TimmTruncatedNormal needs minval < maxval; got {minval!r}, {maxval!r}."
+            )
+        if not stddev > 0:
+            raise ValueError(f"TimmTruncatedNormal needs stddev > 0; got {stddev!r}.")
+        super().__init__(mean=mean, stddev=stddev, seed=seed)
+        self.minval = float(minval)
+        self.maxval = float(maxval)
+
+    def __call__(self, shape, dtype=None):
+        def normal_cdf(value):
+            return 0.5 * (1.0 + math.erf((value - self.mean) / (self.stddev * math.sqrt(2.0))))
+
+        low, high = 2 * normal_cdf(self.minval) - 1, 2 * normal_cdf(self.maxval) - 1
+        uniform = keras.random.uniform(shape, minval=low, maxval=high, seed=self.seed)
+        # A float32 draw of exactly -1 (about one in 2**23 values) has erfinv -inf, which the
+        # clip below would turn into the bound itself, 100 std away for std 0.02; kept inside
+        # (-1, 1), the draw lands at most ~5.3 std out, as a float32 normal sample would.
+        inside = 1.0 - 2.0**-23
+        uniform = ops.clip(uniform, max(low, -inside), min(high, inside))
+        values = ops.erfinv(uniform) * (self.stddev * math.sqrt(2.0)) + self.mean
+        return ops.cast(ops.clip(values, self.minval, self.maxval), dtype or "float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(minval=self.minval, maxval=self.maxval)
+        return config
 
 
 def timm_dense_initializer():
-    """timm's Linear init (`trunc_normal_(std=0.02)`), a fresh unseeded instance per layer.
+    """timm's Linear init (`trunc_normal_(std=0.02)`), a fresh unseeded instance per layer."""
+    return TimmTruncatedNormal(stddev=TIMM_INIT_STD)
 
-    timm truncates at +-2 absolute (about 100 std, i.e. no truncation in practice); Keras'
-    TruncatedNormal truncates at 2 std. Only matters for training from scratch, not parity.
+
+def timm_dense(units, name, dtype=None, use_bias=True):
+    """A Dense layer initialised as timm's Linear: trunc-normal(0.02) kernel, zero bias."""
+    return layers.Dense(
+        units,
+        use_bias=use_bias,
+        kernel_initializer=timm_dense_initializer(),
+        bias_initializer="zeros",
+        dtype=dtype,
+        name=name,
+    )
+
+
+def torch_default_bound(fan_in):
+    """torch's default Linear/Conv init bound, 1 / sqrt(fan_in), for weights and biases alike.
+
+    (`kaiming_uniform_(a=sqrt(5))` for the weight and `uniform(-bound, bound)` for the bias,
+    which timm keeps for the patch-embedding conv of ViT, CaiT and Swin: its init functions only
+    touch Linear and LayerNorm modules.)
     """
-    return keras.initializers.TruncatedNormal(stddev=0.02)
+    return 1.0 / math.sqrt(fan_in)
 
 
 def _fresh(initializer):
@@ -29,6 +99,34 @@ def linear_drop_path_rates(drop_path_rate, depth):
     if depth <= 1:
         return [0.0] * depth
     return [drop_path_rate * i / (depth - 1) for i in range(depth)]
+
+
+# === Argument checks shared by the families ===
+def check_positive_int(**values):
+    """Raises a clear ValueError unless every keyword value is an int > 0 (bools refused)."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"`{key}` must be a positive int; got {value!r}.")
+
+
+def check_heads_divide(dim, num_heads, what="embed_dim"):
+    """Raises unless `num_heads` is positive and divides the width `dim` (`what` names it)."""
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
+        raise ValueError(f"`num_heads` must be a positive int; got {num_heads!r}.")
+    if dim % num_heads:
+        raise ValueError(f"{what}={dim} must be divisible by num_heads={num_heads}.")
+
+
+def check_block_arguments(mlp_ratio, num_classes, drop_path_rate):
+    """The checks every family makes of the block and head arguments; returns num_classes."""
+    if not mlp_ratio > 0:
+        raise ValueError(f"`mlp_ratio` must be > 0; got {mlp_ratio!r}.")
+    num_classes = 0 if num_classes is None else int(num_classes)
+    if num_classes < 0:
+        raise ValueError(f"`num_classes` must be an int >= 0 (0: no head); got {num_classes!r}.")
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"`drop_path_rate` must be in [0, 1); got {drop_path_rate!r}.")
+    return num_classes
 
 
 @keras.saving.register_keras_serializable(package="keras_spectralkd")
@@ -100,8 +198,8 @@ class Mlp(layers.Layer):
         hidden_dim: width of the hidden layer.
         output_dim: output width; None keeps the input width.
         dropout_rate: dropout after the activation and after `fc2`.
-        kernel_initializer: initializer of both Dense kernels (timm uses a truncated normal
-            with std 0.02, see `timm_dense_initializer`; the default keeps Keras' Glorot).
+        kernel_initializer: initializer of both Dense kernels; None (the default) is timm's
+            (`timm_dense_initializer`). Biases start at zero, as timm's.
     Shapes: (..., C) -> (..., output_dim or C).
     """
 
@@ -110,14 +208,16 @@ class Mlp(layers.Layer):
         hidden_dim,
         output_dim=None,
         dropout_rate=0.0,
-        kernel_initializer="glorot_uniform",
+        kernel_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.hidden_dim = int(hidden_dim)
         self.output_dim = output_dim
         self.dropout_rate = float(dropout_rate)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or timm_dense_initializer()
+        )
         self.fc1 = layers.Dense(
             self.hidden_dim,
             kernel_initializer=_fresh(self.kernel_initializer),
@@ -164,6 +264,9 @@ class PatchEmbedding(layers.Layer):
 
     Returns the channels-last grid; ViT/CaiT flatten it to tokens, Swin keeps it. An optional
     LayerNorm (Swin's `patch_embed.norm`) follows when `norm_epsilon` is given.
+
+    The conv starts as timm's `PatchEmbed` does: timm's init functions skip convs, so it keeps
+    torch's default, kernel and bias uniform in +-1/sqrt(fan_in) (fan_in = 3 * patch**2).
     """
 
     def __init__(self, patch_size, embed_dim, norm_epsilon=None, **kwargs):
@@ -176,6 +279,10 @@ class PatchEmbedding(layers.Layer):
             kernel_size=self.patch_size,
             strides=self.patch_size,
             padding="valid",
+            # torch's kaiming_uniform(a=sqrt(5)): uniform, variance 1 / (3 fan_in).
+            kernel_initializer=keras.initializers.VarianceScaling(
+                1.0 / 3.0, mode="fan_in", distribution="uniform"
+            ),
             dtype=self.dtype_policy,
             name="proj",
         )
@@ -186,6 +293,9 @@ class PatchEmbedding(layers.Layer):
         )
 
     def build(self, input_shape):
+        # torch's default conv bias: uniform in +-1/sqrt(fan_in); fan_in needs the input channels.
+        bound = torch_default_bound(input_shape[-1] * self.patch_size**2)
+        self.proj.bias_initializer = keras.initializers.RandomUniform(-bound, bound)
         self.proj.build(input_shape)
         if self.norm is not None:
             self.norm.build((None, None, None, self.embed_dim))

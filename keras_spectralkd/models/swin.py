@@ -27,13 +27,20 @@ import numpy as np
 from keras import layers, ops
 
 from keras_spectralkd.models import registry
+from keras_spectralkd.models.attention import Attention
 from keras_spectralkd.models.backbone import Backbone
 from keras_spectralkd.models.layers import (
+    TIMM_INIT_STD,
     DropPath,
     Mlp,
     PatchEmbedding,
+    TimmTruncatedNormal,
+    check_block_arguments,
+    check_heads_divide,
     check_image_size,
+    check_positive_int,
     linear_drop_path_rates,
+    timm_dense,
 )
 
 LAYER_NORM_EPSILON = 1e-5  # timm's Swin uses torch's default LayerNorm epsilon.
@@ -136,11 +143,13 @@ def effective_window_and_shift(grid_size, window_size, shift_size):
 
 # === Layers ===
 @keras.saving.register_keras_serializable(package="keras_spectralkd")
-class SwinWindowAttention(layers.Layer):
+class SwinWindowAttention(Attention):
     """Multi-head self-attention inside windows, with a learned relative position bias.
 
     Input and output: (B, num_windows, N, C) with N = wh*ww tokens per window. An optional
     additive `attention_mask` (num_windows, N, N) is broadcast over the batch and the heads.
+    The projections are `Attention`'s (fused qkv, `proj`); the bias table starts as timm's,
+    trunc-normal std 0.02.
 
     Args:
         dim: channels C.
@@ -150,36 +159,23 @@ class SwinWindowAttention(layers.Layer):
     """
 
     def __init__(self, dim, num_heads, window_size, qkv_bias=True, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(num_heads, qkv_bias=qkv_bias, **kwargs)
         self.dim = int(dim)
-        self.num_heads = int(num_heads)
         self.window_size = _pair(window_size, "window_size")
-        self.qkv_bias = bool(qkv_bias)
-        if self.dim % self.num_heads:
-            raise ValueError(
-                f"dim={self.dim} is not divisible by num_heads={self.num_heads}; each head needs "
-                "an equal share of the channels."
-            )
-        self.head_dim = self.dim // self.num_heads
-        self.scale = self.head_dim**-0.5
+        check_heads_divide(self.dim, self.num_heads, "dim")
         win_h, win_w = self.window_size
         self.window_area = win_h * win_w
         self.num_relative_positions = (2 * win_h - 1) * (2 * win_w - 1)
         # Flattened (N*N,) so that one `take` gathers the whole (N, N, heads) bias.
         self._relative_position_index = relative_position_index(self.window_size).reshape(-1)
-        self.qkv = layers.Dense(
-            3 * self.dim, use_bias=self.qkv_bias, dtype=self.dtype_policy, name="qkv"
-        )
-        self.proj = layers.Dense(self.dim, dtype=self.dtype_policy, name="proj")
 
     def build(self, input_shape):
         self.relative_position_bias_table = self.add_weight(
             name="relative_position_bias_table",
             shape=(self.num_relative_positions, self.num_heads),
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            initializer=TimmTruncatedNormal(stddev=TIMM_INIT_STD),
         )
-        self.qkv.build(input_shape)
-        self.proj.build(tuple(input_shape[:-1]) + (self.dim,))
+        super().build(tuple(input_shape[:-1]) + (self.dim,))
 
     def relative_position_bias(self):
         """(heads, N, N) bias added to the attention logits of every window."""
@@ -188,11 +184,8 @@ class SwinWindowAttention(layers.Layer):
         return ops.transpose(bias, (2, 0, 1))
 
     def call(self, x, attention_mask=None):
-        num_windows, tokens = x.shape[1], x.shape[2]
-        qkv = self.qkv(x)  # (B, nW, N, 3C), channels ordered (q|k|v, head, head_dim) as timm
-        qkv = ops.reshape(qkv, (-1, num_windows, tokens, 3, self.num_heads, self.head_dim))
-        qkv = ops.transpose(qkv, (3, 0, 1, 4, 2, 5))  # (3, B, nW, heads, N, head_dim)
-        query, key, value = qkv[0], qkv[1], qkv[2]
+        # (B, nW, heads, N, head_dim) each; qkv channels ordered (q|k|v, head, head_dim) as timm.
+        query, key, value = (ops.swapaxes(t, 2, 3) for t in self.fused_qkv(x))
         logits = ops.matmul(query * ops.cast(self.scale, query.dtype), ops.swapaxes(key, -1, -2))
         # Bias, mask and softmax in float32: mixed precision then only rounds the matmuls.
         logits = ops.cast(logits, "float32")
@@ -201,22 +194,14 @@ class SwinWindowAttention(layers.Layer):
             mask = ops.cast(attention_mask, "float32")
             logits = logits + ops.expand_dims(mask, 1)  # (nW, 1, N, N): over batch and heads
         weights = ops.cast(ops.softmax(logits, axis=-1), value.dtype)
-        out = ops.matmul(weights, value)  # (B, nW, heads, N, head_dim)
-        out = ops.transpose(out, (0, 1, 3, 2, 4))
-        out = ops.reshape(out, (-1, num_windows, tokens, self.dim))
-        return self.proj(out)
+        return self.merge_heads(ops.swapaxes(ops.matmul(weights, value), 2, 3))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.dim,)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            dim=self.dim,
-            num_heads=self.num_heads,
-            window_size=self.window_size,
-            qkv_bias=self.qkv_bias,
-        )
+        config.update(dim=self.dim, window_size=self.window_size)
         return config
 
 
@@ -383,8 +368,8 @@ class SwinPatchMerging(layers.Layer):
         self.norm = layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="norm"
         )
-        self.reduction = layers.Dense(
-            self.output_dim, use_bias=False, dtype=self.dtype_policy, name="reduction"
+        self.reduction = timm_dense(
+            self.output_dim, "reduction", self.dtype_policy, use_bias=False
         )
 
     def build(self, input_shape):
@@ -463,16 +448,12 @@ class SwinTransformer(Backbone):
         **kwargs,
     ):
         # === Validation ===
-        patch_size = int(patch_size)
-        embed_dim = int(embed_dim)
-        if patch_size <= 0:
-            raise ValueError(f"patch_size must be a positive int; got {patch_size!r}.")
-        if embed_dim <= 0:
-            raise ValueError(f"embed_dim must be a positive int; got {embed_dim!r}.")
-        depths = tuple(int(d) for d in depths)
-        num_heads = tuple(int(h) for h in num_heads)
-        if not depths or min(depths) < 1:
-            raise ValueError(f"depths must be a non-empty sequence of ints >= 1; got {depths!r}.")
+        check_positive_int(patch_size=patch_size, embed_dim=embed_dim)
+        depths = tuple(depths)
+        num_heads = tuple(num_heads)
+        if not depths:
+            raise ValueError(f"`depths` must be a non-empty sequence of ints >= 1; got {depths!r}.")
+        check_positive_int(**{f"depths[{stage}]": depth for stage, depth in enumerate(depths)})
         if len(num_heads) != len(depths):
             raise ValueError(
                 f"num_heads={num_heads!r} must give one head count per stage of depths="
@@ -480,16 +461,9 @@ class SwinTransformer(Backbone):
             )
         stage_dims = [embed_dim * 2**i for i in range(len(depths))]
         for stage, (dim, heads) in enumerate(zip(stage_dims, num_heads)):
-            if heads <= 0 or dim % heads:
-                raise ValueError(
-                    f"num_heads[{stage}]={heads} must be positive and divide stage {stage}'s "
-                    f"{dim} channels (embed_dim={embed_dim} * 2**{stage})."
-                )
+            check_heads_divide(dim, heads, f"stage {stage}'s width (embed_dim * 2**{stage})")
         window = _pair(window_size, "window_size")
-        if not 0.0 <= float(drop_path_rate) < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1); got {drop_path_rate!r}.")
-        if float(mlp_ratio) <= 0:
-            raise ValueError(f"mlp_ratio must be positive; got {mlp_ratio!r}.")
+        num_classes = check_block_arguments(mlp_ratio, num_classes, drop_path_rate)
         # timm accepts any multiple of the patch size: windows that do not tile a stage's grid
         # are padded, odd grids are padded before merging. A non-multiple would silently drop
         # pixels in the stem, so it is refused.
@@ -549,7 +523,7 @@ class SwinTransformer(Backbone):
         x = layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="norm")(x)
         x = layers.GlobalAveragePooling2D(dtype=dtype, name="pool")(x)
         if num_classes:
-            x = layers.Dense(int(num_classes), dtype=dtype, name="head")(x)
+            x = timm_dense(num_classes, "head", dtype)(x)
         super().__init__(
             inputs=images,
             outputs=x,
@@ -560,34 +534,17 @@ class SwinTransformer(Backbone):
         )
 
         # === Config ===
-        self.image_size = image_size if isinstance(image_size, int) else tuple(image_hw)
-        self.patch_size = patch_size
-        self.embed_dim = embed_dim
-        self.depths = depths
-        self.num_heads = num_heads
-        self.window_size = window_size if isinstance(window_size, int) else window
-        self.mlp_ratio = float(mlp_ratio)
-        self.qkv_bias = bool(qkv_bias)
-        self.num_classes = int(num_classes or 0)
-        self.drop_path_rate = float(drop_path_rate)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        image_size = image_size if isinstance(image_size, int) else tuple(image_hw)
+        window_size = window_size if isinstance(window_size, int) else window
+        self.store_arguments(locals())
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            embed_dim=self.embed_dim,
-            depths=list(self.depths),
-            num_heads=list(self.num_heads),
-            window_size=self.window_size,
-            mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias,
-            num_classes=self.num_classes,
-            drop_path_rate=self.drop_path_rate,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config
+    def no_weight_decay(self):
+        """timm's `no_weight_decay()`: every block's relative-position table (by path)."""
+        return {
+            layer.attn.relative_position_bias_table.path
+            for layer in self.layers
+            if isinstance(layer, SwinTransformerBlock)
+        }
 
 
 # === Presets (timm's names and numbers; SPEC.md 8) ===

@@ -3,38 +3,49 @@
 SPEC.md 7: AdamW, weight decay 0.05, eps 1e-8, no gradient clipping. timm's rule
 (`param_groups_weight_decay` with the model's `no_weight_decay()` names) exempts from decay:
 - every 1-D weight: biases, LayerNorm scales and offsets, CaiT's LayerScale gammas;
-- position embeddings, class (and distillation) tokens, and Swin's relative-position tables,
-  whatever their rank.
-Keras' AdamW applies decoupled decay `w -= lr * wd * w` as torch's `AdamW` does.
+- what the model itself declares in `no_weight_decay()` (our backbones, as timm's: position
+  embeddings, class tokens, Swin's relative-position tables), whatever their rank.
+The declared names are variable paths taken from the layers that own them, so renaming a layer
+cannot silently change what is decayed; a declared path that is not one of the model's trainable
+variables is an error. Keras' AdamW applies decoupled decay `w -= lr * wd * w` as torch's
+`AdamW` does.
 """
 
 import keras
 
-# Variable-path fragments of timm's `no_weight_decay()` names, as our backbones name them.
-NO_DECAY_NAME_FRAGMENTS = (
-    "pos_embed",
-    "position_embedding",
-    "cls_token",
-    "class_token",
-    "dist_token",
-    "relative_position_bias_table",
-    "absolute_pos_embed",
-)
-
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def is_no_decay_variable(variable):
-    """timm's rule: 1-D weights, position embeddings, tokens and relative-position tables."""
-    if len(variable.shape) <= 1:
-        return True
-    path = variable.path
-    return any(fragment in path for fragment in NO_DECAY_NAME_FRAGMENTS)
+def declared_no_decay_paths(model):
+    """The paths `model.no_weight_decay()` declares (empty for a model without the method)."""
+    declare = getattr(model, "no_weight_decay", None)
+    if declare is None:
+        return set()
+    paths = set(declare())
+    known = {variable.path for variable in model.trainable_variables}
+    unknown = sorted(paths - known)
+    if unknown:
+        raise ValueError(
+            f"{type(model).__name__}.no_weight_decay() names {unknown}, which are not trainable "
+            f"variables of model {model.name!r}; expected variable paths such as "
+            f"{sorted(known)[:3]}."
+        )
+    return paths
+
+
+def is_no_decay_variable(variable, model):
+    """timm's rule for one variable of `model`: 1-D, or declared by `model.no_weight_decay()`."""
+    return len(variable.shape) <= 1 or variable.path in declared_no_decay_paths(model)
 
 
 def no_weight_decay_variables(model):
     """The trainable variables of `model` that AdamW must not decay (timm's rule)."""
-    return [v for v in model.trainable_variables if is_no_decay_variable(v)]
+    declared = declared_no_decay_paths(model)
+    return [
+        variable
+        for variable in model.trainable_variables
+        if len(variable.shape) <= 1 or variable.path in declared
+    ]
 
 
 def create_optimizer(

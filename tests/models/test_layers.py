@@ -12,6 +12,7 @@ from keras_spectralkd.models.layers import (
     Mlp,
     PatchEmbedding,
     PositionEmbedding,
+    TimmTruncatedNormal,
     check_image_size,
     linear_drop_path_rates,
 )
@@ -130,3 +131,31 @@ def test_check_image_size():
     assert check_image_size((32, 48), 16, "patch") == (32, 48)
     with pytest.raises(ValueError, match=r"image_size=230 .* multiple of 16"):
         check_image_size(230, 16, "patch")
+
+
+# === timm's initialisers ===
+def test_timm_truncated_normal_cuts_at_absolute_bounds_like_timm():
+    """Same distribution as timm's `trunc_normal_`: with std 0.02 and the +-2 cut it is a plain
+    normal of std 0.02 (Keras' TruncatedNormal would give 0.0176); with a cut inside the
+    distribution, mean and std equal timm's own samples and no value leaves the bounds."""
+    torch = pytest.importorskip("torch")
+    from timm.layers import trunc_normal_
+
+    values = to_numpy(TimmTruncatedNormal(stddev=0.02, seed=1)((400, 500)))
+    assert abs(values.std() - 0.02) < 0.0002 and abs(values.mean()) < 0.0002  # 5 sigma
+    ours = to_numpy(TimmTruncatedNormal(mean=0.5, stddev=1.0, minval=-0.5, maxval=2.0,
+                                        seed=2)((200_000,)))
+    torch.manual_seed(0)
+    theirs = trunc_normal_(torch.empty(200_000), mean=0.5, std=1.0, a=-0.5, b=2.0).numpy()
+    assert ours.min() >= -0.5 and ours.max() <= 2.0
+    assert abs(ours.mean() - theirs.mean()) < 0.01 and abs(ours.std() - theirs.std()) < 0.01
+
+
+def test_timm_truncated_normal_is_serialisable():
+    initializer = TimmTruncatedNormal(stddev=0.5, minval=-1.0, maxval=1.5, seed=3)
+    restored = keras.initializers.deserialize(keras.initializers.serialize(initializer))
+    assert isinstance(restored, TimmTruncatedNormal)
+    assert restored.get_config() == initializer.get_config()
+    np.testing.assert_array_equal(to_numpy(restored((5, 4))), to_numpy(initializer((5, 4))))
+    with pytest.raises(ValueError, match="minval < maxval"):
+        TimmTruncatedNormal(minval=1.0, maxval=1.0)

@@ -7,6 +7,7 @@ every block's map; timm's weights are random and perturbed (see tests/timm_oracl
 import keras
 import numpy as np
 import pytest
+from backbone_harness import run_backbone_test
 from keras import ops
 from timm_oracle import (
     TOLERANCE,
@@ -19,7 +20,6 @@ from timm_oracle import (
 
 from keras_spectralkd.convert import from_timm
 from keras_spectralkd.models import create, list_models, model_defaults, model_family
-from keras_spectralkd.models.vit import VisionTransformer
 
 NAME = "deit_tiny_patch16_224"
 # Our override names -> timm's for the same tiny architecture.
@@ -152,45 +152,12 @@ def test_stochastic_depth_train_vs_eval():
 
 
 # === Config, saving, dtypes ===
-def test_get_config_has_every_constructor_argument():
-    import inspect
-
-    model = tiny(drop_path_rate=0.1, mlp_ratio=2.0, qkv_bias=False)
-    config = model.get_config()
-    arguments = set(inspect.signature(VisionTransformer.__init__).parameters) - {"self", "kwargs"}
-    assert arguments <= set(config), arguments - set(config)
-    clone = VisionTransformer.from_config(config)
-    assert clone.count_params() == model.count_params()
-    assert clone.get_config() == config
-
-
-def test_keras_save_load_round_trip(tmp_path):
-    model = tiny(drop_path_rate=0.1)
-    path = str(tmp_path / "vit.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, VisionTransformer)
-    images = random_images(2, 32)
-    np.testing.assert_allclose(to_numpy(loaded(images)), to_numpy(model(images)), atol=1e-6)
-    _, maps = loaded.forward_intermediates(images, indices=[1])
-    _, expected = model.forward_intermediates(images, indices=[1])
-    np.testing.assert_allclose(to_numpy(maps[0]), to_numpy(expected[0]), atol=1e-6)
-
-
-def test_mixed_bfloat16_runs_and_stays_close():
-    model = tiny()
-    mixed = tiny(dtype="mixed_bfloat16")
-    mixed.set_weights(model.get_weights())
-    assert all(w.dtype == "float32" for w in mixed.weights)
-    images = random_images(2, 32)
-    logits, maps = mixed.forward_intermediates(images)
-    assert keras.backend.standardize_dtype(logits.dtype) == "bfloat16"
-    assert keras.backend.standardize_dtype(maps[0].dtype) == "bfloat16"
-    reference = to_numpy(model(images))
-    ours = to_numpy(ops.cast(logits, "float32"))
-    assert np.isfinite(ours).all()
-    # bfloat16 keeps ~3 significant digits; 3 blocks of rounding stay within a few percent.
-    assert np.abs(ours - reference).max() < 0.05 * max(1.0, np.abs(reference).max())
+def test_backbone_harness(tmp_path):
+    """Shapes, config round trip, `.keras` save/load and mixed precision (one shared harness)."""
+    run_backbone_test(
+        lambda **overrides: tiny(drop_path_rate=0.1, mlp_ratio=2.0, qkv_bias=False, **overrides),
+        random_images(2, 32), (2, 10), [(2, 4, 4, 48)] * 3, tmp_path,
+    )
 
 
 def test_global_mixed_policy_is_picked_up():
