@@ -76,7 +76,7 @@ def convert(model_name, checkpoint, output, image_size=None, dtype=None, model_k
     if model_name not in list_models():
         raise cli.UsageError(
             f"--model={model_name!r} is not a registered model; expected one of: "
-            f"{', '.join(list_models())}."
+            f"{', '.join(list_models())}"
         )
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"--checkpoint={checkpoint!r} does not exist.")

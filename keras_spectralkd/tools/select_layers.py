@@ -47,13 +47,6 @@ def select_layers(
     """Returns (pairs, flag text) for a profile path or `Profile`."""
     from keras_spectralkd import analysis
 
-    if isinstance(profile, (str, os.PathLike)):
-        if not os.path.exists(profile):
-            raise FileNotFoundError(
-                f"--profile={os.fspath(profile)!r} does not exist; write one with "
-                "spectralkd-analyze (model_profile.json in its --output_dir)."
-            )
-        profile = analysis.Profile.load(profile)
     if student_depth is None and student is None:
         raise cli.UsageError(
             "Pass --student_depth or --student (the student to select pairs for)."
@@ -64,6 +57,13 @@ def select_layers(
         cli.check_model_name("student", student)
     if student_depth is not None and student_depth < 1:
         raise cli.UsageError(f"--student_depth={student_depth} must be >= 1.")
+    if isinstance(profile, (str, os.PathLike)):
+        if not os.path.exists(profile):
+            raise FileNotFoundError(
+                f"--profile={os.fspath(profile)!r} does not exist; write one with "
+                "spectralkd-analyze (model_profile.json in its --output_dir)."
+            )
+        profile = analysis.Profile.load(profile)
     depth = student_depth if student_depth is not None else student_units(student, student_kwargs)
     pairs = analysis.select_layer_pairs(profile, depth, num_front, num_back)
     return pairs, "--layer_pairs=" + analysis.format_layer_pairs(pairs)
