@@ -25,11 +25,6 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 WORKER = os.path.join(HERE, "multiprocess_worker.py")
 TIMEOUT_S = 240  # per process; a hung collective must not hang CI
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(keras.backend.backend() not in ("tensorflow", "jax"),
-                       reason="multi-process training is offered on tensorflow and jax"),
-]
 
 
 def _free_ports(count):
@@ -123,6 +118,9 @@ def _cluster_env(backend):
              "JAX_PROCESS_ID": str(i)} for i in range(2)]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() not in ("tensorflow", "jax"),
+                    reason="multi-process training is offered on tensorflow and jax")
 def test_two_processes_train_like_one(tmp_path):
     backend = keras.backend.backend()
     (single,) = _finish([_start("single", tmp_path, {})])
@@ -149,3 +147,34 @@ def test_two_processes_train_like_one(tmp_path):
         assert not (worker_dir / name).exists(), name
     assert glob.glob(str(chief_dir / "tensorboard" / "**" / "events.*"), recursive=True)
     assert (worker_dir / "log.csv").exists()
+
+
+def test_cluster_descriptions_are_checked(monkeypatch):
+    from keras_spectralkd.training import distribute
+
+    for name in ("TF_CONFIG",) + distribute.JAX_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert distribute._tf_config() is None and distribute._jax_env() is None
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}, "task": {"index": 3}}')
+    with pytest.raises(ValueError, match="TF_CONFIG=.* is not a valid cluster description"):
+        distribute._tf_config()
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES, JAX_PROCESS_ID not set"):
+        distribute._jax_env()
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "2")
+    with pytest.raises(ValueError, match="0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES"):
+        distribute._jax_env()
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    assert distribute._jax_env() == ("127.0.0.1:1234", 2, 1)
+
+
+def test_workers_other_than_the_chief_keep_their_own_run_dir():
+    from keras_spectralkd.training import distribute
+
+    chief = distribute.Distribution("multi_worker_mirrored", 2, process_index=0, num_processes=2)
+    worker = distribute.Distribution("multi_worker_mirrored", 2, process_index=1, num_processes=2)
+    assert chief.is_chief and not worker.is_chief
+    assert chief.run_dir("out") == "out"
+    assert worker.run_dir("out") == os.path.join("out", "worker-1")
+    assert "process 1 of 2" in worker.describe()
