@@ -264,22 +264,22 @@ class Distiller(keras.Model):
     def _check_images(self, images):
         """Images whose static (H, W, C) contradicts a model's input: a clear error now instead
         of a shape error deep inside a layer."""
-        shape = tuple(getattr(images, "shape", ())[1:])
+        shape = tuple(getattr(images, "shape", ()))[1:]
         for role, model in (("student", self.student), ("teacher", self.teacher)):
             expected = _input_shape(model) if model is not None else None
-            if expected is None or len(shape) != len(expected):
-                if expected is not None and len(shape) != len(expected):
-                    raise ValueError(
-                        f"Images must be a (B, H, W, C) batch like the {role}'s input "
-                        f"{(None,) + expected}; got shape {tuple(images.shape)}."
-                    )
+            if expected is None:
                 continue
-            if any(e is not None and d is not None and int(d) != int(e)
-                   for d, e in zip(shape, expected)):
+            if len(shape) != len(expected):
                 raise ValueError(
-                    f"Images of shape {tuple(int(d) if d is not None else None for d in shape)} "
-                    f"(H, W, C) do not fit the {role}, which takes {expected}; resize the images "
-                    "or build the models with that image_size."
+                    f"Images must be a (B, H, W, C) batch like the {role}'s input "
+                    f"{(None,) + expected}; got shape {tuple(images.shape)}."
+                )
+            if any(d is not None and e is not None and int(d) != int(e)
+                   for d, e in zip(shape, expected)):
+                got = tuple(None if d is None else int(d) for d in shape)
+                raise ValueError(
+                    f"Images of shape {got} (H, W, C) do not fit the {role}, which takes "
+                    f"{expected}; resize the images or build the models with that image_size."
                 )
 
     def _intermediates(self, role, x, training):
