@@ -102,6 +102,22 @@ def _unit_info(model, role):
     return list(info)
 
 
+def _num_units(model, info):
+    """How many indexable units `model` has (from `feature_info`, else `num_units`), or None."""
+    if info is not None:
+        return len(info)
+    count = getattr(model, "num_units", None)
+    return count if isinstance(count, int) else None
+
+
+def _input_shape(model):
+    """The model's image shape (H, W, C) when it declares one, else None."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return None
+    return tuple(inputs[0].shape[1:])
+
+
 @keras.saving.register_keras_serializable(package="keras_spectralkd")
 class Distiller(keras.Model):
     """SpectralKD distillation of `student` from a frozen `teacher`.
@@ -202,10 +218,11 @@ class Distiller(keras.Model):
                 ("student", student_info, pair[0]),
                 ("teacher", teacher_info, pair[1]),
             ):
-                if info is not None and unit >= len(info):
+                count = _num_units(student if role == "student" else teacher, info)
+                if count is not None and unit >= count:
                     raise ValueError(
                         f"Layer pair {pair}: {role} unit {unit} is out of range; the {role} has "
-                        f"{len(info)} units (0..{len(info) - 1})."
+                        f"{count} units (0..{count - 1})."
                     )
             if student_info is None or teacher_info is None:
                 continue
@@ -231,25 +248,73 @@ class Distiller(keras.Model):
         The teacher runs first: its transient buffers are freed before the student's forward
         starts keeping activations for the backward pass, instead of being allocated on top of
         them (a lower peak memory on the eager torch backend; docs/performance.md)."""
+        self._check_images(inputs)
         if not training:
             return self.student(inputs, training=False)
         outputs = {}
         if self.mode != "none":
             outputs["teacher_logits"], outputs["teacher_maps"] = self._teacher_outputs(inputs)
         if self.layer_pairs:
-            logits, maps = self.student.forward_intermediates(
-                inputs, indices=self.student_units, training=True
-            )
-            outputs.update(logits=logits, maps=list(maps))
+            logits, maps = self._intermediates("student", inputs, training=True)
+            outputs.update(logits=logits, maps=maps)
         else:
             outputs.update(logits=self.student(inputs, training=True), maps=[])
         return outputs
 
+    def _check_images(self, images):
+        """Images whose static (H, W, C) contradicts a model's input: a clear error now instead
+        of a shape error deep inside a layer."""
+        shape = tuple(getattr(images, "shape", ()))[1:]
+        for role, model in (("student", self.student), ("teacher", self.teacher)):
+            expected = _input_shape(model) if model is not None else None
+            if expected is None:
+                continue
+            if len(shape) != len(expected):
+                raise ValueError(
+                    f"Images must be a (B, H, W, C) batch like the {role}'s input "
+                    f"{(None,) + expected}; got shape {tuple(images.shape)}."
+                )
+            if any(d is not None and e is not None and int(d) != int(e)
+                   for d, e in zip(shape, expected)):
+                got = tuple(None if d is None else int(d) for d in shape)
+                raise ValueError(
+                    f"Images of shape {got} (H, W, C) do not fit the {role}, which takes "
+                    f"{expected}; resize the images or build the models with that image_size."
+                )
+
+    def _intermediates(self, role, x, training):
+        """`forward_intermediates` of the student or teacher at its units of `layer_pairs`, with
+        out-of-range units of a backbone without `feature_info` and maps that are not
+        (B, H, W, C) reported as ValueErrors at the first step."""
+        model = self.student if role == "student" else self.teacher
+        units = self.student_units if role == "student" else self.teacher_units
+        try:
+            logits, maps = model.forward_intermediates(x, indices=units, training=training)
+        except (KeyError, IndexError) as error:
+            raise ValueError(
+                f"The {role} {model.name!r} failed to return the maps of units {units} of "
+                f"layer_pairs={self.layer_pairs} ({type(error).__name__}: {error}); a unit is "
+                f"probably out of range (the {role} has no `feature_info` or `num_units` to "
+                "check the pairs against at construction)."
+            ) from None
+        maps = list(maps)
+        if len(maps) != len(units):
+            raise ValueError(
+                f"The {role} {model.name!r} returned {len(maps)} maps for units {units}; "
+                f"forward_intermediates must return one map per requested unit."
+            )
+        for unit, feature_map in zip(units, maps):
+            if len(feature_map.shape) != 4:
+                raise ValueError(
+                    f"The {role} {model.name!r} returned a map of shape "
+                    f"{tuple(feature_map.shape)} for unit {unit}; the Distiller needs (B, H, W, C) "
+                    "maps from forward_intermediates (lay (B, N, C) tokens out on their grid)."
+                )
+        return logits, maps
+
     def _teacher_outputs(self, x):
         if self.layer_pairs:
-            logits, maps = self.teacher.forward_intermediates(
-                x, indices=self.teacher_units, training=False
-            )
+            logits, maps = self._intermediates("teacher", x, training=False)
         else:
             logits, maps = self.teacher(x, training=False), []
         return ops.stop_gradient(logits), [ops.stop_gradient(m) for m in maps]

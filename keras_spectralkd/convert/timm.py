@@ -7,7 +7,10 @@ strict bookkeeping and the copy helpers live in `weight_map.py`, each family's n
 """
 
 from keras_spectralkd.convert.weight_map import (
+    FAMILY_SIGNATURES,
+    ConversionError,
     WeightMap,
+    checkpoint_family,
     converter_for,
     infer_num_classes,
     load_state_dict,
@@ -41,7 +44,15 @@ def from_timm(name, state_dict, model=None, **create_kwargs):
         the Keras model with the checkpoint's weights.
     """
     state = load_state_dict(state_dict)
-    convert = converter_for(registry.model_family(name))
+    family = registry.model_family(name)
+    found = checkpoint_family(state)
+    if found is not None and found != family:
+        raise ConversionError(
+            f"The checkpoint is a {found} model (it has {FAMILY_SIGNATURES[found]}), but "
+            f"{name!r} is a {family} model; pass the checkpoint of a {family} model or "
+            "the matching model name."
+        )
+    convert = converter_for(family)
     if model is None:
         create_kwargs.setdefault("num_classes", infer_num_classes(state))
         model = registry.create(name, **create_kwargs)

@@ -45,7 +45,7 @@ def load_state_dict(source):
                 raise ImportError(
                     f"Reading {path!r} needs `safetensors` (pip install safetensors)."
                 ) from error
-            source = load_file(path)
+            source = _read_checkpoint(path, load_file)
         elif path.endswith((".pth", ".pt", ".bin", ".pth.tar")):
             try:
                 import torch
@@ -54,7 +54,9 @@ def load_state_dict(source):
                     f"Reading {path!r} needs PyTorch; convert it to .safetensors elsewhere or "
                     "install torch."
                 ) from error
-            source = torch.load(path, map_location="cpu", weights_only=True)
+            source = _read_checkpoint(
+                path, lambda p: torch.load(p, map_location="cpu", weights_only=True)
+            )
         else:
             raise ValueError(
                 f"Unsupported checkpoint file {path!r}; expected .safetensors, .pth, .pt or .bin."
@@ -73,6 +75,37 @@ def load_state_dict(source):
             )
         state[key.removeprefix("module.")] = np.asarray(value)
     return state
+
+
+def _read_checkpoint(path, read):
+    """`read(path)`, with a truncated or corrupt file reported as one clear ValueError."""
+    try:
+        return read(path)
+    except (OSError, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - safetensors/torch/pickle raise many types
+        detail = " ".join(str(error).split())[:200]
+        raise ValueError(
+            f"Checkpoint {path!r} ({os.path.getsize(path)} bytes) cannot be read: it is "
+            f"truncated or corrupt ({type(error).__name__}: {detail}); download or save it "
+            "again."
+        ) from None
+
+
+# Tensors only one family's checkpoints have (timm names), to name a wrong architecture at once.
+FAMILY_SIGNATURES = {
+    "swin": "layers.0.blocks.0.attn.relative_position_bias_table",
+    "cait": "blocks_token_only.0.attn.q.weight",
+    "vit": "blocks.0.attn.qkv.weight",
+}
+
+
+def checkpoint_family(state_dict):
+    """The model family a timm state dict belongs to ("vit", "cait", "swin"), or None."""
+    for family, key in FAMILY_SIGNATURES.items():  # cait before vit: both have blocks.*
+        if key in state_dict:
+            return family
+    return None
 
 
 # === Strict assignment ===

@@ -95,7 +95,8 @@ def tfds_builder(data_dir, manual_dir=None, name="imagenet2012"):
         except (AssertionError, FileNotFoundError, OSError) as error:
             raise FileNotFoundError(
                 f"TFDS dataset {name!r} is not prepared in {data_dir!r} and could not be "
-                f"prepared from tfds_manual_dir={manual_dir!r} ({error}). {HOW_TO_GET_IMAGENET}"
+                f"prepared from tfds_manual_dir={manual_dir!r} ({' '.join(str(error).split())})"
+                f". {HOW_TO_GET_IMAGENET}"
             ) from error
     return builder
 

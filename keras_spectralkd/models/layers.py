@@ -7,6 +7,7 @@ precision works), uses `keras.ops` only and returns its constructor arguments in
 import math
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 LAYER_NORM_EPSILON = 1e-6  # timm's ViT/CaiT use 1e-6; Swin uses 1e-5 (passed explicitly).
@@ -320,12 +321,20 @@ class PatchEmbedding(layers.Layer):
         return config
 
 
+def _is_int(value):
+    """An integral number that is not a bool (numpy ints count; 224.0 does not)."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
 def check_image_size(image_size, multiple, what):
     """Raises a clear ValueError unless `image_size` is a positive multiple of `multiple`."""
-    if isinstance(image_size, (tuple, list)):
-        sizes = tuple(int(s) for s in image_size)
-    else:
-        sizes = (int(image_size), int(image_size))
+    sides = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size,) * 2
+    if len(sides) != 2 or not all(_is_int(side) for side in sides):
+        raise ValueError(
+            f"image_size={image_size!r} must be an int or a (height, width) pair of ints, each "
+            f"a positive multiple of {multiple} ({what})."
+        )
+    sizes = tuple(int(side) for side in sides)
     for size in sizes:
         if size <= 0 or size % multiple:
             raise ValueError(

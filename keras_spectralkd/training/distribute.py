@@ -8,6 +8,12 @@
   global mean's.
 - JAX backend: `keras.distribution.DataParallel` over all local devices (set globally); `fit`
   shards each global batch across them and the variables are replicated.
+- Several processes (machines): on TensorFlow, `TF_CONFIG` (the standard cluster description);
+  on JAX, `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` (read by
+  `initialize_multi_process`, which calls `jax.distributed.initialize`, gloo collectives on CPU).
+  Call `initialize_multi_process()` at program start, before any other TensorFlow/JAX work; the
+  runner does. Process 0 is the chief: it alone writes TensorBoard logs and final files
+  (docs/distributed.md).
 - PyTorch backend, or a single device: one device (Keras' torch trainer has no data
   parallelism; use the TensorFlow or JAX backend for multi-GPU runs).
 
@@ -17,11 +23,17 @@ number of replicas.
 
 import contextlib
 import dataclasses
+import json
 import os
 
 import keras
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "data_parallel")
+JAX_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+# The MultiWorkerMirroredStrategy made by `initialize_multi_process` (TensorFlow allows one per
+# program, created before any other TensorFlow work).
+_MULTI_WORKER_STRATEGY = None
 
 
 @dataclasses.dataclass
@@ -34,6 +46,8 @@ class Distribution:
         strategy: the `tf.distribute.Strategy` (TensorFlow backend), else None.
         distribution: the `keras.distribution.Distribution` (JAX backend), else None.
         devices: the device names used.
+        process_index: this process's index among the workers (0: the chief).
+        num_processes: how many processes train together.
     """
 
     kind: str
@@ -41,12 +55,27 @@ class Distribution:
     strategy: object = None
     distribution: object = None
     devices: tuple = ()
+    process_index: int = 0
+    num_processes: int = 1
+
+    @property
+    def is_chief(self):
+        """Whether this process writes the run's shared outputs (logs, TensorBoard, finals)."""
+        return self.process_index == 0
 
     def scope(self):
         """The context to build and compile the models in."""
         if self.strategy is not None:
             return self.strategy.scope()
         return contextlib.nullcontext()
+
+    def run_dir(self, output_dir):
+        """Where this process keeps its checkpoints and logs: `output_dir` on the chief,
+        `output_dir/worker-<i>` on worker i (its own copy, so a shared filesystem sees no
+        two writers of one file and a worker on another machine can resume from its own)."""
+        if self.is_chief:
+            return output_dir
+        return os.path.join(output_dir, f"worker-{self.process_index}")
 
     def check_batch_size(self, global_batch_size):
         if global_batch_size % self.num_replicas:
@@ -58,7 +87,95 @@ class Distribution:
 
     def describe(self):
         devices = ", ".join(self.devices) if self.devices else "default device"
-        return f"{self.kind} x{self.num_replicas} ({keras.backend.backend()}: {devices})"
+        processes = (f", process {self.process_index} of {self.num_processes}"
+                     if self.num_processes > 1 else "")
+        return (f"{self.kind} x{self.num_replicas} ({keras.backend.backend()}: {devices}"
+                f"{processes})")
+
+
+def _tf_config():
+    """The parsed `TF_CONFIG`, or None; a clear error when it is not valid JSON."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return None
+    try:
+        tf_config = json.loads(text)
+        workers = tf_config["cluster"]["worker"]
+        task = tf_config["task"]
+        if task["type"] != "worker" or not 0 <= int(task["index"]) < len(workers):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"TF_CONFIG={text!r} is not a valid cluster description; expected JSON like "
+            '{"cluster": {"worker": ["host0:port", "host1:port"]}, '
+            '"task": {"type": "worker", "index": 0}}.'
+        ) from None
+    return tf_config
+
+
+def _jax_env():
+    """(coordinator, num_processes, process_id) from the JAX_* variables, or None."""
+    values = {name: os.environ.get(name) for name in JAX_ENV}
+    if not any(values.values()):
+        return None
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise ValueError(
+            f"Multi-process JAX needs all of {', '.join(JAX_ENV)}; {', '.join(missing)} "
+            "not set."
+        )
+    try:
+        num, index = int(values["JAX_NUM_PROCESSES"]), int(values["JAX_PROCESS_ID"])
+    except ValueError:
+        num = index = -1
+    if not 0 <= index < num:
+        raise ValueError(
+            f"JAX_NUM_PROCESSES={values['JAX_NUM_PROCESSES']!r} and JAX_PROCESS_ID="
+            f"{values['JAX_PROCESS_ID']!r} must be integers with 0 <= JAX_PROCESS_ID < "
+            "JAX_NUM_PROCESSES."
+        )
+    return values["JAX_COORDINATOR_ADDRESS"], num, index
+
+
+def initialize_multi_process():
+    """Joins the other processes of a multi-machine run; a no-op for a single process.
+
+    TensorFlow backend with `TF_CONFIG` set: creates the `MultiWorkerMirroredStrategy` (it must
+    exist before any other TensorFlow work, so call this first). JAX backend with the `JAX_ENV`
+    variables set: `jax.distributed.initialize` (gloo collectives on CPU). Idempotent.
+
+    Returns:
+        (process_index, num_processes).
+    """
+    global _MULTI_WORKER_STRATEGY
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        tf_config = _tf_config()
+        if tf_config is None:
+            return 0, 1
+        if _MULTI_WORKER_STRATEGY is None:
+            import tensorflow as tf
+
+            _MULTI_WORKER_STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
+            _fix_keras_multi_worker_build()
+        return int(tf_config["task"]["index"]), len(tf_config["cluster"]["worker"])
+    if backend == "jax":
+        env = _jax_env()
+        if env is None:
+            return 0, 1
+        import jax
+
+        if not jax.distributed.is_initialized():
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            coordinator, num, index = env
+            jax.distributed.initialize(coordinator, num_processes=num, process_id=index)
+        return jax.process_index(), jax.process_count()
+    if os.environ.get("TF_CONFIG") or _jax_env() is not None:
+        raise ValueError(
+            f"Multi-process training is not available on the {backend} backend; use the "
+            "tensorflow (TF_CONFIG) or jax (JAX_COORDINATOR_ADDRESS, ...) backend."
+        )
+    return 0, 1
 
 
 def setup_distribution(strategy="auto", devices=None):
@@ -88,6 +205,54 @@ def setup_distribution(strategy="auto", devices=None):
     return Distribution("one_device", 1)
 
 
+def _fix_keras_multi_worker_build():
+    """Works around two bugs of Keras 3.15's TensorFlow trainer under MultiWorkerMirroredStrategy.
+
+    1. Before its first `fit`/`evaluate` it builds the model from one input batch, which it
+    pulls from the dataset and averages with `strategy.reduce("MEAN", (x, y))` over the whole
+    tuple; the multi-worker strategy reduces single values only, so every `fit` fails ("Attempt
+    to convert a value (PerReplica ...) to a Tensor"). Building needs shapes only, so this builds
+    from the dataset's element spec instead: no collective, and no batch pulled (pulling one
+    advances the random state of a stateful augmentation, so the first step would see other
+    images than a one-process run).
+    2. It averages each step's logs over the workers with `strategy.reduce("MEAN", v, axis=0)`,
+    which fails on scalar logs ("Invalid reduction dimension 0 for input with 0 dimensions");
+    the mean over replicas (`axis=None`) is what it computes on one machine, so use that.
+
+    Installed only when a multi-worker strategy is created.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+    if getattr(original, "_builds_from_spec", False):
+        return
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and self._distribute_strategy is not None:
+            data_batch = tf.nest.map_structure(
+                lambda spec: keras.KerasTensor(tuple(spec.shape), spec.dtype.name),
+                iterator.data_adapter.get_tf_dataset().element_spec,
+            )
+            iterator = None
+        return original(self, iterator=iterator, data_batch=data_batch)
+
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+            strategy
+        ):
+            return tf.nest.map_structure(
+                lambda v: None if v is None else strategy.reduce("MEAN", v, axis=None), values
+            )
+        return original_reduce(values, strategy, reduction)
+
+    _maybe_symbolic_build._builds_from_spec = True
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 def _setup_tensorflow(strategy, devices):
     import tensorflow as tf
 
@@ -103,8 +268,10 @@ def _setup_tensorflow(strategy, devices):
             strategy = "mirrored"
         else:
             strategy = "one_device"
+    process_index, num_processes = 0, 1
     if strategy == "multi_worker_mirrored":
-        tf_strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        process_index, num_processes = initialize_multi_process()
+        tf_strategy = _MULTI_WORKER_STRATEGY or tf.distribute.MultiWorkerMirroredStrategy()
     elif strategy == "mirrored":
         tf_strategy = tf.distribute.MirroredStrategy(devices=devices)
     else:
@@ -114,6 +281,8 @@ def _setup_tensorflow(strategy, devices):
         int(tf_strategy.num_replicas_in_sync),
         strategy=tf_strategy,
         devices=tuple(getattr(tf_strategy.extended, "worker_devices", ()) or ()),
+        process_index=process_index,
+        num_processes=num_processes,
     )
 
 
@@ -122,8 +291,15 @@ def _setup_jax(strategy, devices):
 
     if strategy in ("mirrored", "multi_worker_mirrored"):
         raise ValueError(f"strategy={strategy!r} is TensorFlow's; on JAX use 'data_parallel'.")
+    process_index, num_processes = initialize_multi_process()
+    # Over several processes, jax.devices() lists every process's devices (a global mesh).
     devices = list(devices) if devices is not None else jax.devices()
     if strategy == "one_device" or (strategy == "auto" and len(devices) < 2):
+        if num_processes > 1:
+            raise ValueError(
+                f"strategy={strategy!r} with {num_processes} JAX processes: every process "
+                "would train alone; use 'auto' or 'data_parallel'."
+            )
         return Distribution("one_device", 1, devices=(str(devices[0]),))
     distribution = keras.distribution.DataParallel(devices=devices)
     keras.distribution.set_distribution(distribution)
@@ -132,4 +308,6 @@ def _setup_jax(strategy, devices):
         len(devices),
         distribution=distribution,
         devices=tuple(str(d) for d in devices),
+        process_index=process_index,
+        num_processes=num_processes,
     )

@@ -24,8 +24,13 @@ def clone_model(model):
 
 
 def compile_for_evaluation(model):
-    """Compiles `model` with the classification loss and the top-1/top-5 metrics we report."""
+    """Compiles `model` with the classification loss and the top-1/top-5 metrics we report.
+
+    No optimizer: the model is only evaluated (a default one would be created outside a
+    `tf.distribute` strategy's scope and fail under a multi-worker run).
+    """
     model.compile(
+        optimizer=None,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=classification_metrics(model.output_shape[-1]),
     )

@@ -421,6 +421,8 @@ def run(recipe, config, data=None):
         raise ValueError(f"Unknown mode {config.mode!r}; expected one of {MODES}.")
     if not config.output_dir:
         raise ValueError("--output_dir is required (checkpoints, logs and weights go there).")
+    # Joining the other processes of a multi-machine run must come before other backend work.
+    distribute.initialize_multi_process()
     precision = resolve_precision(config.precision)
     loss_scale = optim.set_precision(precision)
     keras.utils.set_random_seed(config.seed)
@@ -436,9 +438,12 @@ def run(recipe, config, data=None):
             f"The training set ({data.num_train_examples} images) is smaller than one batch of "
             f"{config.batch_size}."
         )
-    os.makedirs(config.output_dir, exist_ok=True)
+    # Only the chief writes the run's shared outputs; another worker keeps its own checkpoints
+    # and logs in `run_dir` (docs/distributed.md).
+    run_dir = distribution.run_dir(config.output_dir)
+    os.makedirs(run_dir, exist_ok=True)
     checkpoint_lib.atomic_write_json(
-        os.path.join(config.output_dir, "config.json"),
+        os.path.join(run_dir, "config.json"),
         {"recipe": recipe.name, "precision": precision, **config.to_dict()},
     )
     _log(config, f"[{recipe.name}] data: {data.description}; {data.num_train_examples} train / "
@@ -471,7 +476,7 @@ def run(recipe, config, data=None):
                  f"{schedule.base_lr:.3g}.")
 
     callbacks = []
-    if config.tensorboard:
+    if config.tensorboard and distribution.is_chief:
         log_dir = os.path.join(config.output_dir, "tensorboard")
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
         if teacher is not None and hasattr(student, "forward_intermediates"):
@@ -488,7 +493,7 @@ def run(recipe, config, data=None):
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=data.validation,
-        output_dir=config.output_dir,
+        output_dir=run_dir,
         callbacks=callbacks,
         ema=ema,
         best_model=student,
@@ -498,6 +503,9 @@ def run(recipe, config, data=None):
     )
 
     student_path = os.path.join(config.output_dir, "student.keras")
+    if not distribution.is_chief:
+        return {"recipe": recipe.name, "worker": distribution.process_index,
+                "final": result.history[-1] if result.history else {}, "run_dir": run_dir}
     tmp = student_path[: -len(".keras")] + f".tmp-{os.getpid()}.keras"
     student.save(tmp)
     os.replace(tmp, student_path)

@@ -104,6 +104,7 @@ def test_command_line_with_timm_check(tmp_path):
     timm_model = build_timm(name, num_classes=6, **timm_kwargs(ours))
     checkpoint = str(tmp_path / "deit.pth")
     torch.save(timm_model.state_dict(), checkpoint)
+    (tmp_path / "out").mkdir()
     output = str(tmp_path / "out" / "deit.keras")
     import json
 

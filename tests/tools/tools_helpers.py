@@ -1,18 +1,21 @@
-"""Loading the absl scripts of tools/ as modules (they are scripts, not a package)."""
+"""Helpers of the tool tests: the tool modules, a subprocess environment, in-process runs."""
 
-import importlib.util
+import importlib
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_tool(name):
-    """Imports tools/<name>.py without running its main (its flags are defined only there)."""
-    path = os.path.join(REPO, "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The tool module `keras_spectralkd.tools.<name>` (its `main(argv) -> int` and functions)."""
+    return importlib.import_module(f"keras_spectralkd.tools.{name}")
+
+
+def run_main(tool, argv, capsys):
+    """`tool.main(argv)` in-process: (exit status, stdout, stderr)."""
+    status = tool.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 def script_env():

@@ -1,0 +1,421 @@
+"""One trigger per row of docs/errors.md: `CASES[row_id](tmp_path, capsys) -> the text a user
+sees` (for a raised exception: "Type: message"; for a command-line tool: "exit N: <stderr line>").
+"""
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # tests/: tiny_backbone
+
+from tiny_backbone import TinyBackbone  # noqa: E402
+
+CASES = {}
+TINY_DEIT = {"patch_size": 4, "embed_dim": 8, "depth": 2, "num_heads": 2}
+
+
+def case(row_id):
+    def register(fn):
+        CASES[row_id] = fn
+        return fn
+
+    return register
+
+
+def raised(fn, *args, **kwargs):
+    """The "Type: message" of what `fn` raises (the test fails if it raises nothing)."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - the point is what users see
+        return f"{type(error).__name__}: {error}"
+    raise AssertionError(f"{fn} raised nothing")
+
+
+def tool_run(name, argv, capsys, contains=""):
+    """A tool's `main(argv)` in-process: "exit N: <its last stderr line naming the tool (and
+    holding `contains`)>"."""
+    import importlib
+
+    capsys.readouterr()
+    status = importlib.import_module(f"keras_spectralkd.tools.{name}").main(
+        [str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines()
+             if line.startswith("spectralkd-") and contains in line]
+    return f"exit {status}: " + (lines[-1] if lines else err)
+
+
+def _tiny(width=6, depth=3, patch_size=2, name=None):
+    return TinyBackbone(width=width, depth=depth, patch_size=patch_size, name=name)
+
+
+class NoInfoBackbone(keras.Model):
+    """A custom backbone with `forward_intermediates` but no `feature_info`: its maps live in a
+    dict keyed by unit, so an out-of-range unit raises KeyError inside it (the issue's case)."""
+
+    def __init__(self, depth=3, flat_maps=False, **kwargs):
+        super().__init__(**kwargs)
+        self.depth, self.flat_maps = depth, flat_maps
+        self.embed = keras.layers.Conv2D(6, 2, strides=2)
+        self.units = [keras.layers.Dense(6) for _ in range(depth)]
+        self.head = keras.layers.Dense(4)
+
+    def forward_intermediates(self, images, indices, training=False):
+        x = self.embed(images)
+        maps = {}
+        for i, unit in enumerate(self.units):
+            x = x + unit(x)
+            maps[i] = keras.ops.reshape(x, (-1, 16, 6)) if self.flat_maps else x
+        logits = self.head(keras.ops.mean(x, axis=(1, 2)))
+        return logits, [maps[i] for i in indices]
+
+    def call(self, images, training=False):
+        return self.forward_intermediates(images, [], training)[0]
+
+
+IMAGES = np.zeros((2, 8, 8, 3), "float32")
+
+
+def _distiller(teacher, student, pairs, mode="soft"):
+    from keras_spectralkd import Distiller
+
+    return Distiller(teacher, student, layer_pairs=pairs, mode=mode)
+
+
+# === Distiller ===
+@case("D1")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0), (2, 9)])
+
+
+@case("D2")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0), (3, 3)])
+
+
+@case("D3")
+def _(tmp_path, capsys):
+    distiller = _distiller(NoInfoBackbone(depth=4, name="custom_teacher"),
+                           NoInfoBackbone(depth=3, name="custom_student"), [(0, 0), (2, 9)])
+    return raised(distiller, IMAGES, training=True)
+
+
+@case("D4")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4, patch_size=4), _tiny(6, 3), [(0, 0)])
+
+
+@case("D5")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(6, 4), _tiny(12, 3), [(0, 0)])
+
+
+@case("D6")
+def _(tmp_path, capsys):
+    distiller = _distiller(NoInfoBackbone(depth=4, flat_maps=True, name="custom_teacher"),
+                           NoInfoBackbone(depth=3, name="custom_student"), [(0, 0)])
+    return raised(distiller, IMAGES, training=True)
+
+
+@case("D7")
+def _(tmp_path, capsys):
+    distiller = _distiller(_tiny(12, 4), _tiny(6, 3), [(0, 0)])
+    y_pred = distiller(IMAGES, training=True)
+    return raised(distiller.compute_loss, IMAGES, np.zeros((2, 5), "float32"), y_pred)
+
+
+@case("D8")
+def _(tmp_path, capsys):
+    distiller = _distiller(_tiny(12, 4), _tiny(6, 3), [(0, 0)])
+    return raised(distiller, np.zeros((2, 16, 16, 3), "float32"), training=True)
+
+
+@case("D9")
+def _(tmp_path, capsys):
+    distiller = _distiller(_tiny(12, 4), _tiny(6, 3), [(0, 0)])
+    return raised(distiller, np.zeros((2, 8, 8, 1), "float32"), training=True)
+
+
+@case("D10")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(1, 1), (0, 0)])
+
+
+@case("D11")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0)], mode="distill")
+
+
+@case("D12")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [], mode="fft")
+
+
+# === Spectral functions ===
+@case("S1")
+def _(tmp_path, capsys):
+    from keras_spectralkd import spectral
+
+    return raised(spectral.spectral_pair_loss, np.zeros((2, 4, 4, 6), "float32"),
+                  np.zeros((2, 2, 2, 12), "float32"))
+
+
+@case("S2")
+def _(tmp_path, capsys):
+    from keras_spectralkd import spectral
+
+    return raised(spectral.spectral_pair_loss, np.zeros((2, 4, 4, 12), "float32"),
+                  np.zeros((2, 4, 4, 6), "float32"))
+
+
+@case("S3")
+def _(tmp_path, capsys):
+    from keras_spectralkd import spectral
+
+    return raised(spectral.rfft2, np.zeros((2, 16), "float32"))
+
+
+@case("S4")
+def _(tmp_path, capsys):
+    from keras_spectralkd import spectral
+
+    return raised(spectral.as_feature_map, np.zeros((2, 16, 6), "float32"))
+
+
+# === models.create ===
+@case("M1")
+def _(tmp_path, capsys):
+    from keras_spectralkd import models
+
+    return raised(models.create, "deit_tiny_patch16")
+
+
+@case("M2")
+def _(tmp_path, capsys):
+    from keras_spectralkd import models
+
+    return raised(models.create, "deit_tiny_patch16_224", image_size=100)
+
+
+@case("M3")
+def _(tmp_path, capsys):
+    from keras_spectralkd import models
+
+    return raised(models.create, "deit_tiny_patch16_224", image_size=224.5)
+
+
+# === Analysis ===
+@case("A1")
+def _(tmp_path, capsys):
+    from keras_spectralkd.analysis import parse_layer_pairs
+
+    return raised(parse_layer_pairs, "0:0,1-1")
+
+
+# === Data loaders ===
+@case("L1")
+def _(tmp_path, capsys):
+    from keras_spectralkd.data import imagenet_data
+
+    return raised(imagenet_data, str(tmp_path / "imagenet"), batch_size=8)
+
+
+@case("L2")
+def _(tmp_path, capsys):
+    from keras_spectralkd.data import imagenet_data
+
+    (tmp_path / "manual").mkdir()
+    (tmp_path / "tfds").mkdir()
+    return raised(imagenet_data, str(tmp_path / "tfds"), batch_size=8, data_format="tfds",
+                  tfds_manual_dir=str(tmp_path / "manual"))
+
+
+# === Converter ===
+def _timm_like_state(family):
+    """A few tensors named like a timm checkpoint of `family` (enough to name the family)."""
+    key = {"swin": "layers.0.blocks.0.attn.relative_position_bias_table",
+           "vit": "blocks.0.attn.qkv.weight"}[family]
+    return {key: np.zeros((4, 4), "float32"), "head.weight": np.zeros((10, 4), "float32")}
+
+
+@case("C1")
+def _(tmp_path, capsys):
+    from keras_spectralkd.convert import from_timm
+
+    return raised(from_timm, "cait_xxs24_224", _timm_like_state("swin"))
+
+
+@case("C2")
+def _(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from keras_spectralkd.convert import load_state_dict
+
+    path = tmp_path / "deit.safetensors"
+    save_file({"blocks.0.attn.qkv.weight": np.zeros((96, 32), "float32")}, str(path))
+    path.write_bytes(path.read_bytes()[:60])  # truncated download
+    return raised(load_state_dict, str(path))
+
+
+@case("C3")
+def _(tmp_path, capsys):
+    from keras_spectralkd.convert import load_state_dict
+
+    path = tmp_path / "deit.pth"
+    path.write_bytes(b"this is not a torch file")
+    return raised(load_state_dict, str(path))
+
+
+@case("C4")
+def _(tmp_path, capsys):
+    from keras_spectralkd.convert import load_state_dict
+
+    return raised(load_state_dict, str(tmp_path / "missing.safetensors"))
+
+
+@case("C5")
+def _(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    checkpoint = tmp_path / "deit.safetensors"
+    save_file(_timm_like_state("vit"), str(checkpoint))
+    output = tmp_path / "missing_folder" / "deit.keras"
+    text = tool_run("convert_timm", ["--model=deit_tiny_patch16_224", f"--checkpoint={checkpoint}",
+                                     f"--output={output}"], capsys)
+    assert not output.parent.exists()
+    return text
+
+
+@case("C6")
+def _(tmp_path, capsys):
+    return tool_run("convert_timm", ["--model=deit_tiny", "--checkpoint=x.safetensors",
+                                     f"--output={tmp_path / 'x.keras'}"], capsys)
+
+
+@case("C7")
+def _(tmp_path, capsys):
+    """A checkpoint that does not fit (another family) leaves no output file behind."""
+    from safetensors.numpy import save_file
+
+    checkpoint = tmp_path / "swin.safetensors"
+    save_file(_timm_like_state("swin"), str(checkpoint))
+    output = tmp_path / "deit.keras"
+    text = tool_run("convert_timm", ["--model=deit_tiny_patch16_224", f"--checkpoint={checkpoint}",
+                                     f"--output={output}"], capsys)
+    assert os.listdir(tmp_path) == ["swin.safetensors"], os.listdir(tmp_path)
+    return text
+
+
+# === Tools ===
+def _analyze(tmp_path, capsys, *argv, contains=""):
+    return tool_run("analyze", ["--model=deit_tiny_patch16_224", "--image_size=8",
+                                f"--model_kwargs={json.dumps(TINY_DEIT)}", "--num_classes=4",
+                                "--noentropy", f"--output_dir={tmp_path / 'out'}", *argv], capsys,
+                    contains)
+
+
+def _image_folder(root, count=3):
+    import tensorflow as tf
+
+    os.makedirs(root, exist_ok=True)
+    for i in range(count):
+        image = np.full((12, 12, 3), 40 * i, np.uint8)
+        tf.io.write_file(os.path.join(root, f"{i}.jpg"), tf.io.encode_jpeg(image))
+    return str(root)
+
+
+@case("T1")
+def _(tmp_path, capsys):
+    return tool_run("analyze", ["--model=deit_tiny_patch16_224", "--model_kwargs={depth: 4}"],
+                    capsys)
+
+
+@case("T2")
+def _(tmp_path, capsys):
+    return tool_run("analyze", ["--model=deit_tiny_patch16"], capsys)
+
+
+@case("T3")
+def _(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    return _analyze(tmp_path, capsys, f"--data={tmp_path / 'empty'}")
+
+
+@case("T4")
+def _(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "images")
+    with open(os.path.join(folder, "broken.jpg"), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+    text = _analyze(tmp_path, capsys, f"--data={folder}", "--num_images=4",
+                    contains="skipping")
+    assert os.path.exists(tmp_path / "out" / "model_profile.json")
+    return text
+
+
+@case("T5")
+def _(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "images")
+    capsys.readouterr()
+    from keras_spectralkd.tools import analyze
+
+    images = analyze.load_images(folder, 10, 8)
+    assert images.shape[0] == 3
+    return "exit 0: " + capsys.readouterr().err.strip().splitlines()[0]
+
+
+@case("T6")
+def _(tmp_path, capsys):
+    return tool_run("select_layers", [f"--profile={tmp_path / 'model_profile.json'}",
+                                      "--student_depth=12"], capsys)
+
+
+@case("T7")
+def _(tmp_path, capsys):
+    return tool_run("select_layers", ["--profile=p.json", "--student=deit_tiny"], capsys)
+
+
+# === Recipes ===
+def _recipe():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(HERE)), "recipes", "deit_tiny.py")
+    spec = importlib.util.spec_from_file_location("recipe_deit_tiny", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RECIPE
+
+
+def _runner():
+    try:
+        from keras_spectralkd.recipes import runner
+    except ImportError:
+        from keras_spectralkd.training import runner
+    return runner
+
+
+@case("R1")
+def _(tmp_path, capsys):
+    recipe = _recipe()
+    config = recipe.config("tiny", output_dir=str(tmp_path / "run"), mode="none")
+    return raised(_runner().run, recipe, config)
+
+
+@case("R2")
+def _(tmp_path, capsys):
+    recipe = _recipe()
+    (tmp_path / "manual").mkdir()
+    config = recipe.config("tiny", output_dir=str(tmp_path / "run"), mode="none",
+                           data_dir=str(tmp_path), data_format="tfds",
+                           tfds_manual_dir=str(tmp_path / "manual"))
+    return raised(_runner().run, recipe, config)
+
+
+@case("R3")
+def _(tmp_path, capsys):
+    from keras_spectralkd.training import distribute
+
+    return raised(distribute.Distribution("multi_worker_mirrored", 2).check_batch_size, 7)
