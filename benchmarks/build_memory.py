@@ -66,8 +66,15 @@ def build_deferred(name, state):
     convert._FAMILY_CONVERTERS[registry.model_family(name)](weight_map, model)
     # WeightMap.finish's checks, then initialisation from the arrays instead of assign().
     pending = global_state.get_global_attribute("uninitialized_variables") or []
+    import keras
+    import numpy as np
+
     for variable, value in weight_map._assigned.values():
-        array = value.astype(variable.dtype, copy=False)
+        array = np.ascontiguousarray(value.astype(variable.dtype, copy=False))
+        if keras.backend.backend() == "torch":  # keras' convert_to_tensor would copy it
+            import torch
+
+            array = torch.from_numpy(array)
         variable._initializer = lambda shape, dtype, array=array: array
     for variable in pending:
         variable._deferred_initialize()
