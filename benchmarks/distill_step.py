@@ -149,17 +149,7 @@ def run_reference(args):
         )
         return terms["total"]
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = losses()
-        loss.backward()
-        optimizer.step()
-        sync()
-        return loss
-
-    first_loss = float(step())
-    for _ in range(args.warmup - 1):
-        step()
+    step, first_loss = _torch_training_step(optimizer, losses, sync, args.warmup)
 
     def extras():
         result = {"peak_rss_mb": peak_rss_mb()}  # the steps' peak, before the parts below
@@ -190,20 +180,31 @@ def _reference_teacher_ce(args, model, images, labels, device, bf16, sync):
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05, eps=1e-8)
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
+    def loss():
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=0.1)
+        return F.cross_entropy(logits.float(), labels, label_smoothing=0.1)
+
+    step, first_loss = _torch_training_step(optimizer, loss, sync, args.warmup)
+    return step, {"loss": first_loss}, lambda: {"peak_rss_mb": peak_rss_mb()}
+
+
+def _torch_training_step(optimizer, loss_fn, sync, warmup):
+    """(step, first loss): `step()` = zero grads, loss_fn().backward(), optimizer.step(); run
+    `warmup` times here (the first run's loss is returned)."""
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
         loss.backward()
         optimizer.step()
         sync()
         return loss
 
     first_loss = float(step())
-    for _ in range(args.warmup - 1):
+    for _ in range(warmup - 1):
         step()
-    return step, {"loss": first_loss}, lambda: {"peak_rss_mb": peak_rss_mb()}
+    return step, first_loss
 
 
 def _reference_breakdown(args, teacher, student, optimizer, images, labels, forward, t_units,

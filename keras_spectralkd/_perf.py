@@ -10,7 +10,6 @@ with a top-level `dtype` (every keras_spectralkd backbone does, whether made by
 `models.create` or `convert.from_timm`).
 """
 
-import keras
 from keras import ops
 
 LOW_PRECISION_DTYPES = ("bfloat16", "float16")
@@ -62,7 +61,3 @@ def in_dtype(model, dtype):
     copy.trainable = model.trainable
     return copy
 
-
-def variable_dtypes(model):
-    """The set of dtypes of `model`'s float weights (what the tests check)."""
-    return {keras.backend.standardize_dtype(w.dtype) for w in model.weights}
