@@ -46,10 +46,44 @@ PAIRS = {
         [(0, 0), (1, 1), (2, 2), (3, 3)],
         0.05,
     ),
+    # Demo- and study-sized (issue 13 item 1): a CaiT teacher of dim 128 / depth 8 and a ViT
+    # student of dim 64 / depth 4 on 28 px images, 4 px patches (a 7x7 grid), 10 classes.
+    "mini": (
+        "deit_tiny_patch16_224",
+        "cait_s24_224",
+        [(0, 0), (1, 1), (2, 6), (3, 7)],
+        0.2,
+    ),
 }
+# Constructor arguments beside the preset's (the same for timm and ours), per pair.
+SIZES = {
+    "mini": {
+        "common": dict(image_size=28, patch_size=4, num_classes=10),
+        "student": dict(embed_dim=64, depth=4, num_heads=2),
+        "teacher": dict(embed_dim=128, depth=8, num_heads=4, init_values=0.1),
+    },
+}
+DEFAULT_BATCH_SIZES = {"mini": "128"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The PyTorch reference objective is the tests' oracle: tests/torch_objective.py.
 TESTS = os.path.join(ROOT, "tests")
+
+
+def model_kwargs(pair, role, timm_names=False):
+    """Constructor arguments of `role` ("student"/"teacher") for `pair` (empty: the preset)."""
+    sizes = SIZES.get(pair)
+    if not sizes:
+        return {}
+    kwargs = {**sizes["common"], **sizes[role]}
+    if timm_names:
+        kwargs["img_size"] = kwargs.pop("image_size")
+    return kwargs
+
+
+def image_shape(pair):
+    """(side, num_classes) of the pair's inputs."""
+    common = SIZES.get(pair, {}).get("common", {})
+    return common.get("image_size", 224), common.get("num_classes", 1000)
 
 
 def peak_rss_mb():
@@ -82,18 +116,24 @@ def run_reference(args):
     if device == "cpu":
         torch.set_num_threads(args.threads)
     student_name, teacher_name, pairs, weight = PAIRS[args.pair]
+    side, num_classes = image_shape(args.pair)
     torch.manual_seed(0)  # the same weights in every run: first losses compare across dtypes
     # drop-path 0 as the paper's recipe (timm's Swin defaults to 0.1), like ours.
-    student = timm.create_model(student_name, pretrained=False, drop_path_rate=0.0).to(device).train()
-    teacher = timm.create_model(teacher_name, pretrained=False).to(device).eval()
+    student = timm.create_model(student_name, pretrained=False, drop_path_rate=0.0,
+                                **model_kwargs(args.pair, "student", True)).to(device).train()
+    teacher = timm.create_model(teacher_name, pretrained=False,
+                                **model_kwargs(args.pair, "teacher", True)).to(device).eval()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(args.batch, 3, side, side, generator=generator).to(device)
+    labels = torch.randint(0, num_classes, (args.batch,), generator=generator).to(device)
+    bf16 = args.dtype == "mixed_bfloat16"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if args.task == "teacher_ce":
+        return _reference_teacher_ce(args, teacher.train(), images, labels, device, bf16, sync)
     for p in teacher.parameters():
         p.requires_grad_(False)
     optimizer = torch.optim.AdamW(student.parameters(), lr=5e-4, weight_decay=0.05, eps=1e-8)
     s_units, t_units = [p[0] for p in pairs], [p[1] for p in pairs]
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(args.batch, 3, 224, 224, generator=generator).to(device)
-    labels = torch.randint(0, 1000, (args.batch,), generator=generator).to(device)
-    bf16 = args.dtype == "mixed_bfloat16"
 
     def forward(model, units):
         # timm's default output_fmt is NCHW for every family, the reference loss's layout.
@@ -111,19 +151,7 @@ def run_reference(args):
         )
         return terms["total"]
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = losses()
-        loss.backward()
-        optimizer.step()
-        sync()
-        return loss
-
-    first_loss = float(step())
-    for _ in range(args.warmup - 1):
-        step()
+    step, first_loss = _torch_training_step(optimizer, losses, sync, args.warmup)
 
     def extras():
         result = {"peak_rss_mb": peak_rss_mb()}  # the steps' peak, before the parts below
@@ -145,6 +173,40 @@ def run_reference(args):
         return result
 
     return step, {"loss": first_loss}, extras
+
+
+def _reference_teacher_ce(args, model, images, labels, device, bf16, sync):
+    """The teacher trained alone with cross-entropy (label smoothing 0.1) and AdamW."""
+    import torch
+    import torch.nn.functional as F
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05, eps=1e-8)
+
+    def loss():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images)
+        return F.cross_entropy(logits.float(), labels, label_smoothing=0.1)
+
+    step, first_loss = _torch_training_step(optimizer, loss, sync, args.warmup)
+    return step, {"loss": first_loss}, lambda: {"peak_rss_mb": peak_rss_mb()}
+
+
+def _torch_training_step(optimizer, loss_fn, sync, warmup):
+    """(step, first loss): `step()` = zero grads, loss_fn().backward(), optimizer.step(); run
+    `warmup` times here (the first run's loss is returned)."""
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        sync()
+        return loss
+
+    first_loss = float(step())
+    for _ in range(warmup - 1):
+        step()
+    return step, first_loss
 
 
 def _reference_breakdown(args, teacher, student, optimizer, images, labels, forward, t_units,
@@ -185,17 +247,22 @@ def run_keras(args):
     if args.dtype != "float32":
         keras.config.set_dtype_policy(args.dtype)
     student_name, teacher_name, pairs, weight = PAIRS[args.pair]
+    side, num_classes = image_shape(args.pair)
     keras.utils.set_random_seed(0)
-    student = models.create(student_name)
-    teacher = models.create(teacher_name)
-    distiller = Distiller(teacher, student, layer_pairs=pairs, mode="soft", spectral_weight=weight)
+    student = models.create(student_name, **model_kwargs(args.pair, "student"))
+    teacher = models.create(teacher_name, **model_kwargs(args.pair, "teacher"))
+    if args.task == "teacher_ce":  # the teacher trained alone: cross-entropy, AdamW
+        distiller = Distiller(None, teacher, mode="none")
+    else:
+        distiller = Distiller(teacher, student, layer_pairs=pairs, mode="soft",
+                              spectral_weight=weight, **teacher_dtype_kwargs(args))
     optimizer = keras.optimizers.AdamW(5e-4, weight_decay=0.05, epsilon=1e-8)
     if args.dtype == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     distiller.compile(optimizer=optimizer, jit_compile=backend != "torch" or args.torch_compile)
     rng = np.random.default_rng(0)
-    images = rng.standard_normal((args.batch, 224, 224, 3)).astype("float32")
-    labels = rng.integers(0, 1000, (args.batch,))
+    images = rng.standard_normal((args.batch, side, side, 3)).astype("float32")
+    labels = rng.integers(0, num_classes, (args.batch,))
     # On the device once, like the reference's batch (no host-to-device copy in the step).
     images, labels = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(labels)
 
@@ -208,6 +275,8 @@ def run_keras(args):
 
     def extras():
         result = {"peak_rss_mb": peak_rss_mb()}  # the steps' peak, before the parts below
+        if args.task == "teacher_ce":
+            return result
         # The spectral loss alone, forward + backward, jitted like the step.
         s_units, t_units = [p[0] for p in pairs], [p[1] for p in pairs]
         _, s_maps = student.forward_intermediates(images, s_units)
@@ -224,6 +293,11 @@ def run_keras(args):
         return result
 
     return step, {"loss": first_loss}, extras
+
+
+def teacher_dtype_kwargs(args):
+    """`teacher_dtype=...` for the Distiller when asked for (older Distillers lack it)."""
+    return {"teacher_dtype": args.teacher_dtype} if args.teacher_dtype else {}
 
 
 def _keras_breakdown(args, backend, teacher, student, distiller, images, labels, t_units):
@@ -318,7 +392,18 @@ def child(args):
     sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__)), TESTS]
     from _workers import serve
 
-    serve(lambda: run_reference(args) if args.contender == "reference" else run_keras(args))
+    reference = args.contender.partition("@")[0] == "reference"
+    serve(lambda: run_reference(args) if reference else run_keras(args))
+
+
+# Variants of a contender, `backend@variant` in --contenders (e.g. "jax@onednn,jax"): XLA:CPU
+# flags (for jax and tensorflow) or a low-precision teacher (ours).
+VARIANT_ENV = {
+    "onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"},
+    "xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
+    "noparallel": {"XLA_FLAGS": "--xla_cpu_parallel_codegen_split_count=1"},
+}
+VARIANT_TEACHER_DTYPE = {"bf16teacher": "bfloat16", "f16teacher": "float16"}
 
 
 def worker_spec(args, contender, batch):
@@ -326,8 +411,13 @@ def worker_spec(args, contender, batch):
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
     env.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    backend, _, variant = contender.partition("@")
+    if variant and variant not in VARIANT_ENV and variant not in VARIANT_TEACHER_DTYPE:
+        raise SystemExit(f"unknown variant {variant!r} in {contender!r}; expected one of "
+                         f"{sorted(VARIANT_ENV) + sorted(VARIANT_TEACHER_DTYPE)}")
+    env.update(VARIANT_ENV.get(variant, {}))
     # The reference needs no Keras; torch keeps anything that imports it from loading TensorFlow.
-    env["KERAS_BACKEND"] = "torch" if contender == "reference" else contender
+    env["KERAS_BACKEND"] = "torch" if backend == "reference" else backend
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
         env["JAX_PLATFORMS"] = "cpu"
@@ -336,8 +426,10 @@ def worker_spec(args, contender, batch):
         sys.executable, os.path.abspath(__file__), "--child", "--contender", contender,
         "--batch", str(batch), "--pair", args.pair, "--steps", str(args.steps),
         "--warmup", str(args.warmup), "--dtype", args.dtype, "--device", args.device,
-        "--threads", str(args.threads),
+        "--threads", str(args.threads), "--task", args.task,
     ]
+    teacher_dtype = VARIANT_TEACHER_DTYPE.get(variant, args.teacher_dtype)
+    command += ["--teacher_dtype", teacher_dtype] if teacher_dtype else []
     command += ["--torch_compile"] if args.torch_compile else []
     command += ["--breakdown"] if args.breakdown else []
     return contender, command, env
@@ -370,7 +462,14 @@ def parent(args):
 
 def print_table(args, rows):
     student, teacher, pairs, _ = PAIRS[args.pair]
-    print(f"\nSpectralKD training step: {student} <- {teacher}, {len(pairs)} pairs, soft mode, "
+    what = (f"SpectralKD training step: {student} <- {teacher}, {len(pairs)} pairs, soft mode"
+            if args.task == "distill" else f"Teacher-only cross-entropy step: {teacher}")
+    sizes = SIZES.get(args.pair)
+    if sizes:
+        what += f" ({args.pair}: teacher {sizes['teacher']}, student {sizes['student']}, {sizes['common']})"
+    if args.teacher_dtype:
+        what += f", ours with teacher_dtype={args.teacher_dtype}"
+    print(f"\n{what}, "
           f"{args.dtype}, {args.device}, {args.threads} threads, median of {args.steps} "
           f"interleaved rounds after {args.warmup} warm-up steps")
     header = ("| batch | contender | s/step | img/s | vs reference | peak RSS (MB) "
@@ -386,9 +485,11 @@ def print_table(args, rows):
         ratio = ""
         if batch in reference:
             ratio = f"{reference[batch]['seconds'] / result['seconds']:.2f}x"
-        share = 100.0 * result["spectral_seconds"] / result["seconds"]
+        share = ""
+        if "spectral_seconds" in result:
+            share = f"{100.0 * result['spectral_seconds'] / result['seconds']:.1f}%"
         print(f"| {batch} | {contender} | {result['seconds']:.3f} | {ips:.2f} | {ratio} "
-              f"| {result['peak_rss_mb']:.0f} | {share:.1f}% | {result['loss']:.5f} |")
+              f"| {result['peak_rss_mb']:.0f} | {share} | {result['loss']:.5f} |")
     if args.breakdown:
         print_breakdown(rows)
 
@@ -411,7 +512,14 @@ def print_breakdown(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pair", choices=sorted(PAIRS), default="deit")
-    parser.add_argument("--batch_sizes", default="16,32")
+    parser.add_argument("--batch_sizes", default=None,
+                        help="comma-separated; default 128 for --pair mini, else 16,32")
+    parser.add_argument("--task", default="distill", choices=["distill", "teacher_ce"],
+                        help="distill: the SpectralKD step; teacher_ce: the teacher trained "
+                             "alone with cross-entropy")
+    parser.add_argument("--teacher_dtype", default=None, choices=["bfloat16", "float16"],
+                        help="ours: the Distiller's teacher_dtype (the frozen teacher's compute "
+                             "dtype)")
     parser.add_argument("--contenders", default="reference,tensorflow,jax,torch")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -428,6 +536,8 @@ def main():
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.batch_sizes is None:
+        args.batch_sizes = DEFAULT_BATCH_SIZES.get(args.pair, "16,32")
     if args.child:
         child(args)
     else:

@@ -17,7 +17,7 @@ classifier that maps images to logits works.
 import keras
 from keras import ops
 
-from keras_spectralkd import spectral
+from keras_spectralkd import _perf, spectral
 
 MODES = ("soft", "hard", "fft", "none")
 
@@ -137,6 +137,11 @@ class Distiller(keras.Model):
             for Swin (SPEC.md 4).
         temperature: soft-KD temperature tau (> 0).
         label_smoothing: label smoothing of the CE term, in [0, 1).
+        teacher_dtype: None (the teacher as given) or "bfloat16" / "float16": the frozen teacher
+            then runs as a copy whose weights and computations are in that dtype (a cheaper
+            forward where the hardware has fast low-precision units, half the teacher's weight
+            memory); `self.teacher` is that copy, so drop your own float32 teacher to free it.
+            The student keeps its policy; the KD and spectral terms are still formed in float32.
 
     Soft KD is `tau^2 * KL(softmax(z_t / tau) || softmax(z_s / tau))` summed over classes and
     averaged over the batch (PyTorch `reduction="batchmean"`, as the SpectralKD reference). DeiT's
@@ -162,6 +167,7 @@ class Distiller(keras.Model):
         spectral_weight=0.2,
         temperature=1.0,
         label_smoothing=0.1,
+        teacher_dtype=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -190,6 +196,9 @@ class Distiller(keras.Model):
         if self.layer_pairs:
             self._check_pairs_against_models(teacher, student)
 
+        self.teacher_dtype = _perf.check_teacher_dtype(teacher_dtype)
+        if teacher is not None and self.teacher_dtype:
+            teacher = _perf.in_dtype(teacher, self.teacher_dtype)
         self.teacher = teacher
         self.student = student
         if teacher is not None:
@@ -415,6 +424,7 @@ class Distiller(keras.Model):
             spectral_weight=self.spectral_weight,
             temperature=self.temperature,
             label_smoothing=self.label_smoothing,
+            teacher_dtype=self.teacher_dtype,
         )
         return config
 
