@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from fit_logs import PerStepLoss
 from timm_oracle import randomize_
 
 from keras_spectralkd import Distiller
@@ -122,20 +123,6 @@ def torch_run(setup, mode):
         scheduler.step_update(num_updates=step + 1)
         losses.append(terms["total"].item())
     return np.array(losses), _numpy_state(student)
-
-
-class PerStepLoss(keras.callbacks.Callback):
-    """Each step's loss, recovered from the epoch's running mean that `fit` logs after a batch:
-    loss_b = (b + 1) * mean_b - b * mean_(b-1) (equal batch sizes)."""
-
-    def __init__(self):
-        super().__init__()
-        self.losses, self._previous_mean = [], 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        mean = float(logs["loss"])
-        self.losses.append((batch + 1) * mean - batch * (self._previous_mean if batch else 0.0))
-        self._previous_mean = mean
 
 
 def keras_run(setup, mode):
