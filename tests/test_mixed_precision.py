@@ -176,4 +176,5 @@ def test_jax_cannot_jit_float16_attention_on_cpu():
     with pytest.raises(ValueError, match="F16_F16_F32' is not supported by dot_general on CPU"):
         jax.jit(jax.nn.dot_product_attention)(query, query, query)
     bfloat16 = query.astype(jnp.bfloat16)
-    assert jax.jit(jax.nn.dot_product_attention)(bfloat16, bfloat16, bfloat16).dtype == jnp.bfloat16
+    attention = jax.jit(jax.nn.dot_product_attention)
+    assert attention(bfloat16, bfloat16, bfloat16).dtype == jnp.bfloat16
