@@ -160,8 +160,8 @@ def test_mixed_precision_distillation(precision, float32_run, spectral_dtypes, t
 
 @pytest.mark.skipif(not _jax_on_cpu(), reason="a fact about JAX's CPU backend")
 def test_jax_cannot_jit_float16_attention_on_cpu():
-    """Why JAX's float16 run above cannot be done on CPU. `jax.nn.dot_product_attention` (what Keras'
-    `ops.dot_product_attention` calls on JAX) asks for `DotAlgorithmPreset.F16_F16_F32` for
+    """Why JAX's float16 run above cannot be done on CPU. `jax.nn.dot_product_attention` (what
+    Keras' `ops.dot_product_attention` calls on JAX) asks for `DotAlgorithmPreset.F16_F16_F32` for
     float16 inputs; the CPU backend rejects that preset when the function is lowered for `jit`,
     after the try/except around it that would fall back to the default precision (eagerly, the
     error is raised inside it and the fallback works). bfloat16 (`BF16_BF16_F32`) is accepted.
