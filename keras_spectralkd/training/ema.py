@@ -50,11 +50,16 @@ def ema_weights(model):
         )
     swap = keras.callbacks.SwapEMAWeights()
     swap.set_model(model)
+    # On TensorFlow the swap adds and subtracts (a + b, then differences), which changes the
+    # raw weights by about one float32 ulp per swap: keep them and put them back exactly.
+    raw = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
     swap.on_test_begin()  # swaps the average in
     try:
         yield model
     finally:
         swap.on_test_end()  # and back
+        for variable, value in zip(model.trainable_variables, raw):
+            variable.assign(value)
 
 
 class EMAEvaluation(keras.callbacks.Callback):

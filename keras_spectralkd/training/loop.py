@@ -19,6 +19,7 @@ epoch, epoch checkpoint) but not the caller's; `fit` then starts at the next epo
 """
 
 import dataclasses
+import json
 import os
 
 import keras
@@ -90,11 +91,14 @@ def _all_epochs(train_data, first, epochs, steps_per_epoch):
     return data.prefetch(tf.data.AUTOTUNE)
 
 
-def _check_run_info(restored, run_info, output_dir):
+def check_run_info(restored, run_info, output_dir):
+    """Raises ValueError when checkpoint state `restored` was written with another `run_info`."""
     saved = restored.get("run_info")
     if run_info is None or saved is None:
         return
-    changed = {k: (saved.get(k), v) for k, v in run_info.items() if saved.get(k) != v}
+    run_info = json.loads(json.dumps(run_info))  # tuples -> lists, as saved
+    # Keys the checkpoint does not record (written by an older version) are not compared.
+    changed = {k: (saved[k], v) for k, v in run_info.items() if k in saved and saved[k] != v}
     if changed:
         details = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in changed.items())
         raise ValueError(
@@ -185,7 +189,7 @@ def train(
         if resume:
             peek = read_state(manager.directory)
             if peek is not None:
-                _check_run_info(peek, run_info, output_dir)
+                check_run_info(peek, run_info, output_dir)
                 if peek.get("steps_per_epoch") != steps_per_epoch:
                     raise ValueError(
                         f"The checkpoint in {output_dir!r} was written with steps_per_epoch="
@@ -196,7 +200,7 @@ def train(
             restored = manager.restore()
             if restored is not None:
                 checkpoint = restored.pop("checkpoint")
-                _check_run_info(restored, run_info, output_dir)
+                check_run_info(restored, run_info, output_dir)
                 state.update(restored)
                 if run_info is not None:
                     state["run_info"] = run_info
