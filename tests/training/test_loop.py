@@ -14,6 +14,7 @@ from training_helpers import tiny_stream, tiny_vit
 from keras_spectralkd import Distiller
 from keras_spectralkd.training import NonFiniteLossError, create_optimizer, train
 from keras_spectralkd.training.checkpoint import CheckpointManager, atomic_write_json
+from keras_spectralkd.training.loop import _all_epochs
 
 
 class Killed(Exception):
@@ -230,3 +231,17 @@ def test_resuming_another_setting_is_refused(tmp_path):
         train(_distiller(), train_data, epochs=2, steps_per_epoch=steps - 1, output_dir=out,
               run_info={"student": "a", "mode": "soft"}, verbose=0)
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == before
+
+
+def test_epochs_are_chained_into_one_dataset():
+    """Epochs 1 and 2, `steps` batches each (fewer than the data hold: each epoch restarts at
+    its own first batch), whether `train_data` can be traced with a tensor epoch or not."""
+    train_data, _, steps = tiny_stream()
+    take = steps - 1
+    expected = [x.numpy() for e in (1, 2) for x, _ in train_data(e, 0).take(take)]
+    traced = [x.numpy() for x, _ in _all_epochs(train_data, 1, 3, take)]
+    eager = [x.numpy() for x, _ in _all_epochs(lambda e, s: train_data(int(e), s), 1, 3, take)]
+    assert len(expected) == len(traced) == len(eager) == 2 * take
+    for a, b, c in zip(expected, traced, eager):
+        np.testing.assert_array_equal(b, a)
+        np.testing.assert_array_equal(c, a)
