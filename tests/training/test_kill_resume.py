@@ -19,6 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the worker forks its training processes")
 def test_sigkill_at_20_instants_then_resume(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # JAX compiles the train step again in every forked attempt: share the compiled programs.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(HERE))] + env.get("PYTHONPATH", "").split(os.pathsep)
     )
