@@ -81,7 +81,7 @@ def test_every_setting_is_written_once_as_a_field_and_becomes_a_flag():
     assert {"epochs", "lr", "mode", "ema_decay", "output_dir", "save_every_steps"} <= settings
     for name in settings - {"layer_pairs"}:
         assert flag_values[name].default == getattr(recipe.paper, name), name
-    assert flag_values["mode"].enum_values == list(runner.MODES)
+    assert flag_values["mode"].parser.enum_values == list(runner.MODES)
 
 
 def _accuracy(model, dataset):
