@@ -12,7 +12,9 @@ lr 5e-4 x batch/512, wd 0.05, 5 warmup epochs, soft KD (alpha 0.9, tau 1) + spec
     python recipes/deit_tiny.py --preset=tiny --data_dir=DIR --teacher_weights=T.weights.h5 \
         --output_dir=/tmp/deit_tiny_smoke
 
-Re-running with the same --output_dir resumes from the last checkpoint.
+Re-running with the same --output_dir resumes from the last complete checkpoint (the
+teacher is rebuilt from the file the checkpoint names); see docs/training.md.
+The settings live in keras_spectralkd/recipes/table.py; `--help` lists the flags.
 """
 
 import os
@@ -20,34 +22,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_spectralkd.analysis.selection import DEIT_FROM_CAIT_S24_PAIRS  # noqa: E402
-from keras_spectralkd.training import runner  # noqa: E402
+from keras_spectralkd.recipes import RECIPES, main  # noqa: E402
 
-
-RECIPE = runner.Recipe(
-    name="deit_tiny",
-    description="DeiT-Tiny <- CaiT-S24 with SpectralKD (SPEC.md 4, 7).",
-    paper=runner.RunConfig(
-        student="deit_tiny_patch16_224",
-        teacher="cait_s24_224",
-        layer_pairs=list(DEIT_FROM_CAIT_S24_PAIRS),
-        spectral_weight=0.2,
-        epochs=400,
-        warmup_epochs=5,
-    ),
-    presets={
-        "tiny": runner.tiny_preset(
-            student_overrides=dict(patch_size=4, embed_dim=32, depth=4, num_heads=2),
-            teacher_overrides=dict(patch_size=4, embed_dim=64, depth=6, num_heads=4),
-            # The paper's pattern (first units, last units) on 4 <- 6 units.
-            layer_pairs=[(0, 0), (1, 1), (2, 4), (3, 5)],
-        ),
-    },
-    teacher_source=runner.timm_weights_hint("cait_s24_224.fb_dist_in1k", "cait_s24_224.pth"),
-)
+RECIPE = RECIPES["deit_tiny"]
 
 if __name__ == "__main__":
-    from absl import app
-
-    runner.define_flags(RECIPE)
-    app.run(runner.main(RECIPE))
+    sys.exit(main(RECIPE))

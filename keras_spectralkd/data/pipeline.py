@@ -48,8 +48,8 @@ class ImageData:
 
 
 def epoch_seed(seed, epoch):
-    """The (2,) int64 stateless seed of one epoch."""
-    return tf.constant([int(seed), int(epoch)], tf.int64)
+    """The (2,) int64 stateless seed of one epoch (`epoch` may be a scalar tensor)."""
+    return tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
 
 
 def _distribution_options(dataset):
@@ -85,7 +85,9 @@ def train_pipeline(
         transform: `(image, seed) -> float32 image` (e.g. `TrainTransform`).
         batch_size: global batch size; incomplete last batches are dropped.
         num_examples: how many examples `examples` holds (sets the epoch's length).
-        epoch: the epoch number (seeds the shuffle and the augmentation).
+        epoch: the epoch number (seeds the shuffle and the augmentation); an int, or a scalar
+            int64 tensor when traced inside `Dataset.flat_map` (how `training.train` chains the
+            epochs of one `fit`).
         seed: the run's seed.
         skip_batches: leave out the first batches of this epoch (resuming mid-epoch).
         shuffle_buffer: shuffle buffer size; None: the whole dataset (DeiT shuffles fully).
@@ -115,7 +117,8 @@ def train_pipeline(
     base = epoch_seed(seed, epoch)
     if isinstance(examples, tf.data.Dataset):
         dataset = examples.shuffle(
-            shuffle_buffer or num_examples, seed=int(seed) * 1_000_003 + int(epoch),
+            shuffle_buffer or num_examples,
+            seed=tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64),
             reshuffle_each_iteration=False,
         )
     else:
@@ -125,8 +128,22 @@ def train_pipeline(
                 f"num_examples={num_examples} but got {len(items)} items and {len(labels)} "
                 "labels."
             )
-        order = np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
-        dataset = tf.data.Dataset.from_tensor_slices((items[order], labels[order]))
+        if isinstance(epoch, tf.Tensor):
+            # Traced with a tensor epoch (one `fit` over all epochs: `Dataset.flat_map` over the
+            # epoch numbers): the same numpy permutation, computed when the epoch starts.
+            def permutation(epoch_value):
+                rng = np.random.default_rng([int(seed), int(epoch_value)])
+                return rng.permutation(num_examples).astype(np.int64)
+
+            order = tf.numpy_function(permutation, [epoch], tf.int64, stateful=False)
+            order.set_shape([num_examples])
+            items_t, labels_t = tf.constant(items), tf.constant(labels)
+            dataset = tf.data.Dataset.from_tensor_slices(order).map(
+                lambda i: (tf.gather(items_t, i), tf.gather(labels_t, i))
+            )
+        else:
+            order = np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
+            dataset = tf.data.Dataset.from_tensor_slices((items[order], labels[order]))
     k = int(repeated_augmentation)
     if k > 1:
         unique = -(-num_examples // k)

@@ -2,14 +2,14 @@
 
 from keras_spectralkd.training.callbacks import (
     BestEpochTracker,
+    EpochRecord,
     LearningRateLogger,
-    MetricsLogger,
     NonFiniteLossError,
     StopOnNonFiniteLoss,
 )
 from keras_spectralkd.training.checkpoint import CheckpointManager
 from keras_spectralkd.training.distribute import Distribution, setup_distribution
-from keras_spectralkd.training.ema import ModelEMA, clone_model
+from keras_spectralkd.training.ema import EMA_DECAY, EMAEvaluation, ema_weights
 from keras_spectralkd.training.loop import TrainResult, train
 from keras_spectralkd.training.optimizer import (
     create_optimizer,

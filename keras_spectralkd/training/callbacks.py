@@ -1,13 +1,16 @@
-"""Training-loop callbacks: non-finite loss guard, CSV/JSON logs, best-epoch tracking.
+"""Training-loop callbacks: non-finite loss guard, epoch records, best-epoch tracking.
 
 All of them take the training loop's shared `state` dict where they keep what must survive a
 resume (the history, the best epoch), so that `CheckpointCallback` saves it with the weights.
+
+Keras' own callbacks are used where they do the job (`keras.callbacks.CSVLogger(append=True)`
+writes `log.csv`, `SwapEMAWeights` swaps the EMA in, see `ema.py`). Where they do not, the
+class says what they lack: `TerminateOnNaN` and `ModelCheckpoint(save_best_only=True)` below,
+`BackupAndRestore` in `checkpoint.py`.
 """
 
-import csv
 import json
 import math
-import os
 import time
 
 import keras
@@ -30,13 +33,18 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training with a clear `NonFiniteLossError` as soon as the loss is NaN or infinite.
 
     The message names the epoch and step and every logged loss term (so one can see whether
-    the cross-entropy, the KD or the spectral term blew up). Put it first in the callback list:
-    nothing after it (EMA, checkpoints) then sees the broken step.
+    the cross-entropy, the KD or the spectral term blew up) and the checkpoint that is kept.
+    Put it first in the callback list: nothing after it (checkpoints, best epoch) then sees the
+    broken step. `keras.callbacks.TerminateOnNaN(raise_error=True)` stops the same way but
+    names only the batch index within the epoch, not the run's step, the loss terms or the
+    checkpoint to resume from; with `raise_error=False` it lets the epoch end, so an epoch-end
+    checkpoint would save the broken weights.
     """
 
-    def __init__(self, state=None):
+    def __init__(self, state=None, manager=None):
         super().__init__()
         self.state = state
+        self.manager = manager
 
     def on_train_batch_end(self, batch, logs=None):
         loss = _to_float((logs or {}).get("loss"))
@@ -52,12 +60,17 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"epoch {self.state['epoch'] + 1}, step {self.state['step_in_epoch'] + 1} "
                 f"(global step {self.state['global_step'] + 1})"
             )
+        kept = "No checkpoint was written before it."
+        latest = self.manager.latest() if self.manager is not None else None
+        if latest is not None:
+            kept = f"The last good checkpoint, {latest}, is kept."
+        elif self.manager is None:
+            kept = "The last checkpoint was written before this step and is intact."
         raise NonFiniteLossError(
             f"The training loss became {loss} at {where}; training stopped. Logged terms "
-            f"(running means over the epoch): {terms}. The last checkpoint was written before "
-            "this step and is intact. Usual causes: a learning rate too high for the batch "
-            "size, float16 overflow (try --precision=mixed_bfloat16 or float32), or a teacher "
-            "whose weights did not load (check its accuracy)."
+            f"(running means over the epoch): {terms}. {kept} Usual causes: a learning rate "
+            "too high for the batch size, float16 overflow (try --precision=mixed_bfloat16 or "
+            "float32), or a teacher whose weights did not load (check its accuracy)."
         )
 
 
@@ -72,18 +85,14 @@ class LearningRateLogger(keras.callbacks.Callback):
         ))
 
 
-class MetricsLogger(keras.callbacks.Callback):
-    """Appends one row per epoch to a CSV file and one JSON object per line to a JSONL file.
-
-    Rows carry `epoch` (1-based), `global_step`, `time_s` (wall time of the epoch) and every
-    numeric log. The CSV columns are fixed by its first row (resumed runs reuse the existing
-    header; a log missing from a later epoch is left empty). Each row is also appended to
-    `state["history"]` so that it survives a resume.
+class EpochRecord(keras.callbacks.Callback):
+    """Completes each epoch's logs and keeps them: adds `global_step` and `time_s` (wall time
+    of the epoch) to the logs (so a `CSVLogger` placed after it writes them), appends the row,
+    with `epoch` 1-based, to `state["history"]` (it survives a resume) and to a JSONL file.
     """
 
-    def __init__(self, csv_path=None, jsonl_path=None, state=None):
+    def __init__(self, jsonl_path=None, state=None):
         super().__init__()
-        self.csv_path = csv_path
         self.jsonl_path = jsonl_path
         self.state = state
         self._epoch_start = None
@@ -92,12 +101,14 @@ class MetricsLogger(keras.callbacks.Callback):
         self._epoch_start = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1}
+        if logs is None:
+            return
         if self.state is not None:
-            row["global_step"] = self.state["global_step"]
+            logs["global_step"] = self.state["global_step"]
         if self._epoch_start is not None:
-            row["time_s"] = round(time.time() - self._epoch_start, 3)
-        for key, value in sorted((logs or {}).items()):
+            logs["time_s"] = round(time.time() - self._epoch_start, 3)
+        row = {"epoch": epoch + 1}
+        for key, value in sorted(logs.items()):
             value = _to_float(value)
             if value is not None:
                 row[key] = value
@@ -106,23 +117,15 @@ class MetricsLogger(keras.callbacks.Callback):
         if self.jsonl_path:
             with open(self.jsonl_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-        if self.csv_path:
-            self._append_csv(row)
-
-    def _append_csv(self, row):
-        header = None
-        if os.path.exists(self.csv_path) and os.path.getsize(self.csv_path) > 0:
-            with open(self.csv_path, newline="") as f:
-                header = next(csv.reader(f), None)
-        with open(self.csv_path, "a", newline="") as f:
-            if header is None:
-                header = list(row)
-                csv.writer(f).writerow(header)
-            csv.writer(f).writerow([row.get(key, "") for key in header])
 
 
 class BestEpochTracker(keras.callbacks.Callback):
     """Tracks the best epoch by `monitor` and saves that epoch's weights of `model`.
+
+    `keras.callbacks.ModelCheckpoint(save_best_only=True)` saves the model `fit` trains, which
+    for a `Distiller` is student AND frozen teacher, and forgets its best value on a resume (the
+    first epoch after it would overwrite a better file); this one saves the student, keeps the
+    best in the checkpointed state and writes atomically.
 
     Args:
         monitor: the log to compare (e.g. `"val_accuracy"`, or `"ema_val_accuracy"`).

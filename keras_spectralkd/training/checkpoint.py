@@ -1,37 +1,70 @@
-"""Checkpoints that survive a kill: atomic writes, and a resume at the exact step.
+"""Checkpoints that survive a kill at any instant: durable writes, a fallback, an exact resume.
 
 Layout of a checkpoint directory:
 
     ckpt-000012345/           one complete checkpoint (12345 = global step)
-        model.weights.h5      the trained model (for a Distiller: student, teacher, optimizer)
-        <name>.weights.h5     extra models (e.g. `ema.weights.h5`)
-        state.json            epoch, step in epoch, global step, best epoch, history, ...
+        model.weights.h5      the trained weights: a Distiller's student only (the frozen
+                              teacher is rebuilt from where it came from, recorded in the
+                              state), any other model whole
+        optimizer.npz         every optimizer variable (moments, step count, loss scale, and
+                              the EMA of the weights when the optimizer keeps one)
+        <name>.weights.h5     extra models, if any
+        state.json            epoch, step in epoch, global step, best epoch, history, run info
     latest.json               which checkpoint is the newest complete one
 
-A checkpoint is written into a hidden temporary directory and renamed into place with
-`os.replace` (atomic on POSIX), then `latest.json` is replaced atomically; a run killed at any
-moment leaves the previous checkpoint intact and `latest.json` pointing at it.
+How a save stays safe: every file is written into a hidden temporary folder and fsynced, the
+folder is fsynced and renamed into place (`os.replace`, atomic on POSIX), the parent folder is
+fsynced, and only then is `latest.json` replaced (again temporary file, fsync, rename). Older
+checkpoints are pruned last. A process killed at any instant therefore leaves `latest.json`
+pointing at a complete checkpoint. If the newest checkpoint is nevertheless unreadable (a
+truncated file, a disk error), `restore` says so and falls back to the previous good one.
+
+`keras.callbacks.BackupAndRestore` does not do this job: it keeps one backup overwritten in
+place, restarts an interrupted epoch from its first batch with mid-epoch weights (the batches
+before the kill are trained twice), and does not hold the loop's state (best epoch, history).
 """
 
 import json
 import os
 import shutil
+import sys
+import zipfile
 
 import keras
+import numpy as np
 
 LATEST = "latest.json"
 MODEL_FILE = "model.weights.h5"
+OPTIMIZER_FILE = "optimizer.npz"
 STATE_FILE = "state.json"
+
+# Called with a stage name between the steps of a save ("model", "optimizer", "state",
+# "renamed", "latest"); tests set it to slow the write down or to kill the process mid-write.
+write_hook = None
+
+
+def _hook(stage):
+    if write_hook is not None:
+        write_hook(stage)
+
+
+def _fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path, text):
-    """Writes `text` to `path` via a temporary file and `os.replace`."""
+    """Writes `text` to `path` durably: temporary file, fsync, `os.replace`, fsync the folder."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
 def atomic_write_json(path, obj):
@@ -46,12 +79,23 @@ def _json_default(value):
 
 
 def atomic_save_weights(model, path):
-    """`model.save_weights(path)` through a temporary file and `os.replace`."""
+    """`model.save_weights(path)` through a temporary file, fsync and `os.replace`."""
     if not path.endswith(".weights.h5"):
         raise ValueError(f"Weights files must end in '.weights.h5'; got {path!r}.")
     tmp = path[: -len(".weights.h5")] + f".tmp-{os.getpid()}.weights.h5"
     model.save_weights(tmp)
+    _fsync_path(tmp)
     os.replace(tmp, path)
+    _fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+def trained_model(model):
+    """What a checkpoint holds of `model`: a Distiller's student (its teacher is frozen and
+    rebuilt on resume), or `model` itself."""
+    student = getattr(model, "student", None)
+    if student is not None and hasattr(model, "teacher"):
+        return student
+    return model
 
 
 def _ensure_built(model):
@@ -70,20 +114,54 @@ def _ensure_built(model):
 
 
 def _build_optimizer(model):
-    """Creates the optimizer's variables so that `load_weights` can fill them."""
+    """Creates the optimizer's variables so that they can be saved and filled."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and not optimizer.built:
         optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def read_state(directory):
+    """The state (`state.json`) of the newest checkpoint in `directory`, without loading any
+    weights; None when there is none. Used to check a run's identity before resuming it."""
+    if not os.path.isdir(directory):
+        return None
+    for checkpoint in _candidates(directory):
+        try:
+            with open(os.path.join(checkpoint, STATE_FILE)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _candidates(directory):
+    """Checkpoint folders, the one `latest.json` names first, then the others newest first."""
+    names = sorted(
+        (n for n in os.listdir(directory)
+         if n.startswith("ckpt-") and os.path.isdir(os.path.join(directory, n))),
+        reverse=True,
+    )
+    try:
+        with open(os.path.join(directory, LATEST)) as f:
+            latest = json.load(f)["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        latest = None
+    if latest in names:
+        names.remove(latest)
+        names.insert(0, latest)
+    return [os.path.join(directory, n) for n in names]
 
 
 class CheckpointManager:
-    """Saves and restores a model, extra models and a JSON state, atomically.
+    """Saves and restores a model's trained weights, its optimizer and a JSON state.
 
     Args:
         directory: where checkpoints live (created if needed).
-        model: the model being trained (compiled; its optimizer state is saved with it).
-        extra_models: `{name: model}` saved beside it (e.g. `{"ema": ema_model}`).
-        keep: how many complete checkpoints to keep (the newest ones).
+        model: the model being trained (compiled). For a `Distiller` only the student is
+            saved: the frozen teacher is not (it would double a checkpoint's size for nothing).
+        extra_models: `{name: model}` saved beside it.
+        keep: how many complete checkpoints to keep (>= 2 keeps a fallback).
     """
 
     def __init__(self, directory, model, extra_models=None, keep=2):
@@ -105,27 +183,38 @@ class CheckpointManager:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         _ensure_built(self.model)
-        _build_optimizer(self.model)  # an unbuilt optimizer would save no slots to restore
-        self.model.save_weights(os.path.join(tmp, MODEL_FILE))
+        optimizer = _build_optimizer(self.model)  # an unbuilt one would save no slots
+        path = os.path.join(tmp, MODEL_FILE)
+        trained_model(self.model).save_weights(path)
+        _fsync_path(path)
+        _hook("model")
+        if optimizer is not None:
+            path = os.path.join(tmp, OPTIMIZER_FILE)
+            with open(path, "wb") as f:
+                np.savez(f, *[keras.ops.convert_to_numpy(v) for v in optimizer.variables])
+                f.flush()
+                os.fsync(f.fileno())
+            _hook("optimizer")
         for key, extra in self.extra_models.items():
-            extra.save_weights(os.path.join(tmp, f"{key}.weights.h5"))
+            path = os.path.join(tmp, f"{key}.weights.h5")
+            extra.save_weights(path)
+            _fsync_path(path)
         atomic_write_json(os.path.join(tmp, STATE_FILE), state)
-        if os.path.exists(final):  # the same step saved twice (e.g. step- then epoch-save)
+        _fsync_path(tmp)
+        _hook("state")
+        if os.path.exists(final):  # the same step saved twice (e.g. after a resume)
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_path(self.directory)
+        _hook("renamed")
         atomic_write_json(os.path.join(self.directory, LATEST), {"checkpoint": name})
+        _hook("latest")
         self._prune(keep_name=name)
         return final
 
-    def _checkpoints(self):
-        names = [
-            n for n in os.listdir(self.directory)
-            if n.startswith("ckpt-") and os.path.isdir(os.path.join(self.directory, n))
-        ]
-        return sorted(names)
-
     def _prune(self, keep_name):
-        for name in self._checkpoints()[: -self.keep]:
+        names = sorted(n for n in os.listdir(self.directory) if n.startswith("ckpt-"))
+        for name in names[: -self.keep]:
             if name != keep_name:
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
         for name in os.listdir(self.directory):  # leftovers of killed writes
@@ -134,38 +223,64 @@ class CheckpointManager:
 
     # === Restoring ===
     def latest(self):
-        """The directory of the newest complete checkpoint, or None."""
-        path = os.path.join(self.directory, LATEST)
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            name = json.load(f)["checkpoint"]
-        checkpoint = os.path.join(self.directory, name)
-        if not os.path.exists(os.path.join(checkpoint, STATE_FILE)):
-            raise FileNotFoundError(
-                f"{path} points at {checkpoint!r}, which is missing or incomplete; delete "
-                f"{path} to start over or restore the checkpoint directory."
-            )
-        return checkpoint
+        """The directory of the newest checkpoint (`latest.json`'s, else the highest step),
+        or None."""
+        candidates = _candidates(self.directory)
+        return candidates[0] if candidates else None
 
     def restore(self):
-        """Loads the newest checkpoint into the models; returns its state, or None if none."""
-        checkpoint = self.latest()
-        if checkpoint is None:
-            return None
-        _ensure_built(self.model)
-        _build_optimizer(self.model)
-        self.model.load_weights(os.path.join(checkpoint, MODEL_FILE))
-        for key, extra in self.extra_models.items():
-            path = os.path.join(checkpoint, f"{key}.weights.h5")
-            if not os.path.exists(path):
-                raise FileNotFoundError(
-                    f"Checkpoint {checkpoint!r} has no {key!r} weights ({path}); it was written "
-                    f"without them. Resume with the same settings, or start a new output dir."
+        """Loads the newest readable checkpoint into the models; returns its state, or None if
+        there is none. An unreadable newest checkpoint is reported on stderr and the previous
+        one is used; if none can be read, raises `ValueError` listing why."""
+        problems = []
+        for checkpoint in _candidates(self.directory):
+            try:
+                state = self._load(checkpoint)
+            except Exception as error:  # noqa: BLE001 - any unreadable file means "try older"
+                problems.append(f"{os.path.basename(checkpoint)}: {type(error).__name__}: "
+                                f"{error}")
+                continue
+            if problems:
+                print(
+                    f"WARNING: checkpoint(s) unreadable, skipped: {'; '.join(problems)}. "
+                    f"Resuming from the previous good one, {checkpoint}.",
+                    file=sys.stderr, flush=True,
                 )
-            extra.load_weights(path)
+            state["checkpoint"] = checkpoint
+            return state
+        if problems:
+            raise ValueError(
+                f"No readable checkpoint in {self.directory!r}: {'; '.join(problems)}. Delete "
+                "the folder to start over."
+            )
+        return None
+
+    def _load(self, checkpoint):
         with open(os.path.join(checkpoint, STATE_FILE)) as f:
-            return json.load(f)
+            state = json.load(f)
+        _ensure_built(self.model)
+        optimizer = _build_optimizer(self.model)
+        trained_model(self.model).load_weights(os.path.join(checkpoint, MODEL_FILE))
+        if optimizer is not None:
+            with np.load(os.path.join(checkpoint, OPTIMIZER_FILE)) as arrays:
+                values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+            variables = optimizer.variables
+            if len(values) != len(variables):
+                raise ValueError(
+                    f"the checkpoint holds {len(values)} optimizer variables, this optimizer "
+                    f"has {len(variables)} (another optimizer or EMA setting?)"
+                )
+            for variable, value in zip(variables, values):
+                if tuple(variable.shape) != value.shape:
+                    raise ValueError(
+                        f"optimizer variable {variable.path} has shape {tuple(variable.shape)}, "
+                        f"the checkpoint's {value.shape}"
+                    )
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+        for key, extra in self.extra_models.items():
+            extra.load_weights(os.path.join(checkpoint, f"{key}.weights.h5"))
+        return state
 
 
 class StepCounter(keras.callbacks.Callback):

@@ -92,6 +92,7 @@ def create_optimizer(
     beta_1=0.9,
     beta_2=0.999,
     loss_scale=False,
+    ema_momentum=None,
 ):
     """AdamW (SPEC.md 7) with timm's no-decay set taken from `model`.
 
@@ -104,17 +105,24 @@ def create_optimizer(
         beta_1, beta_2: Adam's betas (0.9, 0.999: torch's defaults, the reference's).
         loss_scale: wrap in `keras.optimizers.LossScaleOptimizer` (dynamic loss scaling), needed
             for float16 training.
+        ema_momentum: keep an exponential moving average of the weights with this decay per
+            optimizer step (Keras' `use_ema=True`; 0.99996 in the paper, `ema.EMA_DECAY`);
+            None: no average. See `training/ema.py`.
     Returns:
         the optimizer (`PyTorchAdamW`, or `LossScaleOptimizer` around it).
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0; got {weight_decay!r}.")
+    if ema_momentum is not None and not 0.0 <= ema_momentum < 1.0:
+        raise ValueError(f"ema_momentum must be in [0, 1) or None; got {ema_momentum!r}.")
     optimizer = PyTorchAdamW(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         beta_1=beta_1,
         beta_2=beta_2,
         epsilon=epsilon,
+        use_ema=ema_momentum is not None,
+        ema_momentum=0.99 if ema_momentum is None else float(ema_momentum),
     )
     if model is not None:
         if not model.built:

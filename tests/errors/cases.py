@@ -390,10 +390,8 @@ def _recipe():
 
 
 def _runner():
-    try:
-        from keras_spectralkd.recipes import runner
-    except ImportError:
-        from keras_spectralkd.training import runner
+    from keras_spectralkd.recipes import runner
+
     return runner
 
 

@@ -12,7 +12,9 @@ import pytest
 from recipe_helpers import RECIPES, ROOT, load_script
 
 from keras_spectralkd.models import create
-from keras_spectralkd.training import runner
+from keras_spectralkd.recipes import RECIPES as TABLE
+from keras_spectralkd.recipes import runner
+from keras_spectralkd.training.checkpoint import atomic_write_json
 
 
 def _flags(recipe, argv):
@@ -69,12 +71,35 @@ def test_flags_override_the_preset():
         _flags(recipe, ["--layer_pairs=0-0"])
 
 
+def test_every_setting_is_written_once_as_a_field_and_becomes_a_flag():
+    from absl import flags
+
+    recipe = TABLE["swin_tiny"]
+    flag_values = runner.define_flags(recipe, flags.FlagValues())
+    settings = {field.name for field in runner.flag_fields()}
+    assert set(flag_values) == settings | {"preset"}
+    assert {"epochs", "lr", "mode", "ema_decay", "output_dir", "save_every_steps"} <= settings
+    for name in settings - {"layer_pairs"}:
+        assert flag_values[name].default == getattr(recipe.paper, name), name
+    assert flag_values["mode"].parser.enum_values == list(runner.MODES)
+
+
+def _accuracy(model, dataset):
+    correct = total = 0
+    for images, labels in dataset:
+        logits = keras.ops.convert_to_numpy(model(images, training=False))
+        correct += int((logits.argmax(-1) == np.asarray(labels)).sum())
+        total += len(logits)
+    return correct / total
+
+
 @pytest.mark.parametrize("name", RECIPES)
 def test_two_step_smoke_run(name, image_folder, tmp_path):
     recipe = load_script(name).RECIPE
+    assert recipe is TABLE[name]
     weights, _ = _teacher_weights(recipe, tmp_path)
     out = str(tmp_path / "run")
-    # The EMA (an extra compiled evaluation) is checked on one recipe; the code path is shared.
+    # The EMA (an extra evaluation per epoch) is checked on one recipe; the code path is shared.
     ema = [] if name == "deit_tiny" else ["--ema_decay=0"]
     config = _flags(recipe, ["--preset=tiny", f"--data_dir={image_folder}",
                              f"--teacher_weights={weights}", f"--output_dir={out}",
@@ -82,17 +107,22 @@ def test_two_step_smoke_run(name, image_folder, tmp_path):
     summary = runner.run(recipe, config)
     final = summary["final"]
     assert final["global_step"] == 2 and final["epoch"] == 1
-    assert final["spectral_loss"] > 0 and final["kd_loss"] >= 0
-    assert 0.0 <= final["val_accuracy"] <= 1.0 and np.isfinite(final["loss"])
-    assert ("ema_val_accuracy" in final) == (name == "deit_tiny")
-    if name == "deit_tiny":
-        assert os.path.exists(os.path.join(out, "student_ema.weights.h5"))
+    # Teacher and student differ, so both distillation terms are strictly positive.
+    assert final["spectral_loss"] > 0 and final["kd_loss"] > 0 and np.isfinite(final["loss"])
     for path in ("student.keras", "best.weights.h5", "log.csv",
                  "summary.json", "config.json", "checkpoints/latest.json",
                  "tensorboard/train", "tensorboard/spectral"):
         assert os.path.exists(os.path.join(out, path)), path
+    # The logged top-1 is the saved student's on the validation images (recomputed here).
     student = keras.saving.load_model(os.path.join(out, "student.keras"), compile=False)
     assert student.output_shape[-1] == 3
+    validation = runner.load_data(config).validation
+    assert final["val_accuracy"] == pytest.approx(_accuracy(student, validation), abs=1e-6)
+    assert ("ema_val_accuracy" in final) == (name == "deit_tiny")
+    if name == "deit_tiny":
+        student.load_weights(os.path.join(out, "student_ema.weights.h5"))
+        assert final["ema_val_accuracy"] == pytest.approx(_accuracy(student, validation),
+                                                          abs=1e-6)
     assert json.load(open(os.path.join(out, "config.json")))["recipe"] == name
 
 
@@ -143,11 +173,63 @@ def test_missing_teacher_or_data_say_how_to_get_them(image_folder, tmp_path):
                     reason="the command line's wiring does not depend on the backend: run once")
 def test_the_script_reports_a_missing_teacher(image_folder, tmp_path):
     """The real command line: absl flags parsed by the script, a clear error, exit code 1."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "recipes", "swin_tiny.py"), "--preset=tiny",
-         f"--data_dir={image_folder}", f"--output_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )
-    assert done.returncode != 0
+    done = _run_script("swin_tiny", "--preset=tiny", f"--data_dir={image_folder}",
+                       f"--output_dir={tmp_path}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "swin_small_patch4_window7_224.ms_in1k" in done.stderr
+    usage = _run_script("swin_tiny", "--preset=tiny", "--layer_pairs=0-0")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr, usage.stderr
+    assert "usage error" in usage.stderr and "student:teacher" in usage.stderr
+
+
+def _run_script(name, *flags, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "recipes", f"{name}.py"), *flags],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the command line's wiring does not depend on the backend: run once")
+def test_the_script_refuses_an_output_dir_of_another_run(image_folder, tmp_path):
+    """An output dir whose checkpoint was written by another student/mode: exit 1, one line,
+    no traceback, nothing touched."""
+    checkpoints = tmp_path / "run" / "checkpoints"
+    os.makedirs(checkpoints / "ckpt-000000002")
+    state = {"global_step": 2, "epoch": 0, "step_in_epoch": 2, "steps_per_epoch": 2,
+             "run_info": {"recipe": "deit_tiny", "student": "deit_tiny_patch16_224",
+                          "mode": "soft"}}
+    atomic_write_json(str(checkpoints / "ckpt-000000002" / "state.json"), state)
+    atomic_write_json(str(checkpoints / "latest.json"), {"checkpoint": "ckpt-000000002"})
+    done = _run_script("deit_tiny", "--preset=tiny", f"--data_dir={image_folder}",
+                       f"--output_dir={tmp_path / 'run'}", "--mode=none", "--verbose=0")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert ("holds a run of another setting (mode: checkpoint 'soft', now 'none'"
+            in done.stderr), done.stderr
+    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoints"]  # nothing written
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the command line's wiring does not depend on the backend: run once")
+def test_the_script_stops_on_a_non_finite_loss(image_folder, tmp_path):
+    """A learning rate that blows the weights up: exit 1, the step named, the checkpoint of the
+    last good step kept."""
+    recipe = load_script("deit_tiny").RECIPE
+    weights, _ = _teacher_weights(recipe, tmp_path)
+    out = tmp_path / "run"
+    done = _run_script("deit_tiny", "--preset=tiny", f"--data_dir={image_folder}",
+                       f"--teacher_weights={weights}", f"--output_dir={out}", "--lr=1e30",
+                       "--steps_per_epoch=4", "--save_every_steps=1", "--ema_decay=0",
+                       "--tensorboard=false", "--verbose=0")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    line = [x for x in done.stderr.splitlines() if x.startswith("deit_tiny.py: error:")]
+    assert len(line) == 1 and "The training loss became" in line[0], done.stderr
+    step = int(line[0].split("(global step ")[1].split(")")[0])
+    assert step >= 2
+    kept = os.path.join(out, "checkpoints", f"ckpt-{step - 1:09d}")
+    assert f"The last good checkpoint, {kept}, is kept." in line[0]
+    latest = json.load(open(os.path.join(out, "checkpoints", "latest.json")))
+    assert latest["checkpoint"] == f"ckpt-{step - 1:09d}"

@@ -28,7 +28,7 @@ import keras  # noqa: E402
 from recipe_helpers import load_script, write_image_folder  # noqa: E402
 
 from keras_spectralkd import models  # noqa: E402
-from keras_spectralkd.training import runner  # noqa: E402
+from keras_spectralkd.recipes import runner  # noqa: E402
 
 recipe = load_script("deit_tiny").RECIPE
 data_dir = os.path.join(work_dir, "images")

@@ -1,15 +1,18 @@
-"""The EMA callback: the average it keeps, and its evaluation beside the raw weights."""
+"""The EMA: Keras' optimizer average (`create_optimizer(..., ema_momentum=...)`), per step, and
+its evaluation beside the raw weights."""
 
 import keras
 import numpy as np
+import pytest
 from training_helpers import tiny_stream, tiny_vit
 
 from keras_spectralkd import Distiller
-from keras_spectralkd.training.ema import ModelEMA, clone_model
+from keras_spectralkd.training import create_optimizer, train
+from keras_spectralkd.training.ema import ema_weights
 
 
 class _Recorder(keras.callbacks.Callback):
-    """Records the source's weights after every step (runs after the EMA callback)."""
+    """Records the student's weights after every step."""
 
     def __init__(self, source):
         super().__init__()
@@ -21,48 +24,49 @@ class _Recorder(keras.callbacks.Callback):
         self.steps.append([keras.ops.convert_to_numpy(w) for w in self.source.weights])
 
 
-def test_ema_is_the_exponential_average_of_the_steps():
-    train, validation, steps = tiny_stream()
+def test_ema_is_the_per_step_average_evaluated_beside_the_raw_weights():
+    train_data, validation, steps = tiny_stream()
     student = tiny_vit()
-    initial = [keras.ops.convert_to_numpy(w) for w in student.weights]
     distiller = Distiller(None, student, mode="none")
-    distiller.compile(optimizer=keras.optimizers.SGD(0.5),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     decay = 0.7
-    ema = ModelEMA(student, decay=decay, validation_data=validation)
+    distiller.compile(optimizer=create_optimizer(0.05, model=student, ema_momentum=decay),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     recorder = _Recorder(student)
-    history = distiller.fit(train(0), epochs=1, steps_per_epoch=steps,
-                            callbacks=[ema, recorder], verbose=0, shuffle=False)
-    expected = initial
-    for weights in recorder.steps:
-        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights)]
+    result = train(distiller, train_data, epochs=1, steps_per_epoch=steps,
+                   validation_data=validation, callbacks=[recorder], verbose=0)
     assert len(recorder.steps) == steps
-    for average, value, raw in zip(ema.ema_model.weights, expected, recorder.steps[-1]):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(average), value, rtol=1e-5,
-                                   atol=1e-6, err_msg=average.path)
-    # The average really differs from the raw weights, and is evaluated beside them.
-    assert max(np.abs(keras.ops.convert_to_numpy(a) - r).max()
-               for a, r in zip(ema.ema_model.weights, recorder.steps[-1])) > 1e-4
-    logs = history.history
-    assert {"ema_val_loss", "ema_val_accuracy"} <= set(logs)
-    direct = ema.ema_model.evaluate(validation, verbose=0, return_dict=True)
-    np.testing.assert_allclose(logs["ema_val_accuracy"][0], direct["accuracy"], rtol=1e-6)
+    # Keras' average: the weights after the first step, then ema = m * ema + (1 - m) * w.
+    expected = recorder.steps[0]
+    for weights in recorder.steps[1:]:
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights)]
+    # After `train` the student holds its raw weights (not the average `fit` would leave).
+    for variable, raw in zip(student.weights, recorder.steps[-1]):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), raw)
+    with ema_weights(distiller):
+        averaged = [keras.ops.convert_to_numpy(w) for w in student.weights]
+        direct = distiller.evaluate(validation, verbose=0, return_dict=True)
+    for value, want, variable in zip(averaged, expected, student.weights):
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=variable.path)
+    assert max(np.abs(a - r).max() for a, r in zip(averaged, recorder.steps[-1])) > 1e-4
+    # Swapped back on exit.
+    for variable, raw in zip(student.weights, recorder.steps[-1]):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), raw)
+    logs = result.history[-1]
+    np.testing.assert_allclose(logs["ema_val_accuracy"], direct["accuracy"], rtol=1e-6)
+    np.testing.assert_allclose(logs["ema_val_loss"], direct["loss"], rtol=1e-5)
+    raw = distiller.evaluate(validation, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["val_loss"], raw["loss"], rtol=1e-5)
+    assert abs(logs["val_loss"] - logs["ema_val_loss"]) > 1e-6
 
 
-def test_clone_model_copies_weights_into_a_new_instance():
-    model = tiny_vit()
-    clone = clone_model(model)
-    assert clone is not model and len(clone.weights) == len(model.weights)
-    for a, b in zip(clone.weights, model.weights):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
-                                      keras.ops.convert_to_numpy(b))
-    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)),
-                               keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-6)
-
-
-def test_bad_decay():
-    import pytest
-
-    with pytest.raises(ValueError, match="decay"):
-        ModelEMA(tiny_vit(), decay=1.0)
+def test_bad_ema_settings():
+    student = tiny_vit()
+    with pytest.raises(ValueError, match="ema_momentum must be in"):
+        create_optimizer(1e-3, model=student, ema_momentum=1.0)
+    distiller = Distiller(None, student, mode="none")
+    distiller.compile(optimizer=create_optimizer(1e-3, model=student))
+    with pytest.raises(ValueError, match="keeps no EMA"):
+        with ema_weights(distiller):
+            pass
+    with pytest.raises(TypeError, match="ema must be None, True or False"):
+        train(distiller, tiny_stream()[0], epochs=1, steps_per_epoch=1, ema=object())

@@ -1,12 +1,17 @@
-"""The shared runner of the recipes (`recipes/deit_tiny.py`, `deit_small.py`, `swin_tiny.py`).
+"""The recipes' runner: a recipe's settings and the command line -> a training run.
 
-A recipe is a `Recipe` (the paper's numbers, SPEC.md 4 and 7, plus presets that shrink it); the
-runner turns command-line flags into a `RunConfig` and trains:
+A recipe is a `Recipe` (the paper's numbers, SPEC.md 4 and 7, plus presets that shrink it; the
+table is `recipes/table.py`); the runner turns command-line flags into a `RunConfig` and trains:
 
     data (ImageNet: folders or TFDS) -> teacher (converted weights) + student -> Distiller
-    -> AdamW + warmup-cosine -> `training.train` (checkpoints, resume, EMA, logs, TensorBoard)
+    -> AdamW (+ EMA) + warmup-cosine -> `training.train` (checkpoints, resume, logs, TensorBoard)
 
-Defaults are the paper's; each explicitly given flag overrides the preset's value.
+Every setting is written once, as a `RunConfig` field: the fields that carry a `help` in their
+metadata become absl flags (type from the annotation, `choices` -> an enum flag), with the
+recipe's paper value as default; each flag given on the command line overrides the preset.
+
+This package sits above everything else in keras_spectralkd (it drives models, conversion,
+data, the Distiller, analysis and training); nothing in the package imports it.
 """
 
 import dataclasses
@@ -15,13 +20,32 @@ import sys
 import time
 
 import keras
+import tensorflow as tf
+from absl import flags
 
+from keras_spectralkd import data as data_lib
+from keras_spectralkd import models
+from keras_spectralkd.analysis import parse_layer_pairs
+from keras_spectralkd.callbacks import SpectralTensorBoard
+from keras_spectralkd.convert import from_timm
+from keras_spectralkd.distiller import Distiller
 from keras_spectralkd.training import checkpoint as checkpoint_lib
-from keras_spectralkd.training import distribute, ema as ema_lib, loop, optimizer as optim
+from keras_spectralkd.training import distribute, loop, optimizer as optim
+from keras_spectralkd.training import ema as ema_lib
 from keras_spectralkd.training import schedules
+from keras_spectralkd.training.callbacks import NonFiniteLossError
 
 MODES = ("soft", "hard", "fft", "none")
 TIMM_CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar")
+PRECISION_CHOICES = ("auto",) + optim.PRECISIONS
+
+
+def setting(help, default=dataclasses.MISSING, choices=None, **field_kwargs):
+    """A `RunConfig` field that is also a command-line flag (`help` is the flag's help)."""
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata=metadata, **field_kwargs)
 
 
 # === Configuration ===
@@ -31,54 +55,78 @@ class RunConfig:
 
     Model fields take timm names; `*_overrides` are extra `models.create` arguments (presets use
     them for small models). `batch_size` is GLOBAL (over all replicas); the learning rate is
-    `lr * batch_size / 512` (DeiT's rule).
+    `lr * batch_size / 512` (DeiT's rule). Fields made with `setting(help, ...)` are flags.
     """
 
     student: str
     teacher: str
-    layer_pairs: list
-    spectral_weight: float
-    epochs: int
-    warmup_epochs: int
-    batch_size: int = 512
-    eval_batch_size: int = None
-    lr: float = schedules.REFERENCE_BASE_LR
+    layer_pairs: list = setting(
+        "student:teacher unit pairs, e.g. '0:0,1:1,6:18' (tools/analyze.py prints a "
+        "suggestion); default: the paper's (SPEC.md 4).")
+    spectral_weight: float = setting("w_fft (SPEC.md 4).")
+    epochs: int = setting("Training epochs.")
+    warmup_epochs: int = setting("Linear warmup epochs.")
+    batch_size: int = setting("GLOBAL batch size (all devices); lr scales with batch_size / 512.",
+                              512)
+    eval_batch_size: int = setting("Validation batch size (default: batch_size).", None)
+    lr: float = setting("Learning rate for a global batch of 512.", schedules.REFERENCE_BASE_LR)
     min_lr: float = schedules.MIN_LR
     warmup_lr: float = schedules.WARMUP_INIT_LR
     weight_decay: float = 0.05
-    mode: str = "soft"
-    alpha: float = 0.9
-    beta: float = 1.0
-    temperature: float = 1.0
+    mode: str = setting("soft/hard: CE + logit KD + spectral; fft: CE + spectral; none: CE "
+                        "only.", "soft", choices=MODES)
+    alpha: float = setting("Weight of the logit KD term.", 0.9)
+    beta: float = setting("Global weight of the spectral term.", 1.0)
+    temperature: float = setting("Soft-KD temperature.", 1.0)
     label_smoothing: float = 0.1
     drop_path_rate: float = 0.0
-    ema_decay: float = ema_lib.EMA_DECAY
+    ema_decay: float = setting("EMA decay of the student per optimizer step (0: no EMA).",
+                               ema_lib.EMA_DECAY)
     image_size: int = 224
-    repeated_augmentation: int = 3
+    repeated_augmentation: int = setting("DeiT's repeated augmentation factor (1: off).", 3)
     rand_augment: bool = True
     random_erasing: float = 0.25
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    precision: str = "auto"
+    mixup: float = setting("MixUp alpha (0: off, as the paper).", 0.0)
+    cutmix: float = setting("CutMix alpha (0: off, as the paper).", 0.0)
+    precision: str = setting("'auto': mixed_bfloat16 on GPUs, float32 on CPUs. mixed_float16 "
+                             "uses loss scaling. The spectral loss is float32 in every case.",
+                             "auto", choices=PRECISION_CHOICES)
     student_overrides: dict = dataclasses.field(default_factory=dict)
     teacher_overrides: dict = dataclasses.field(default_factory=dict)
-    teacher_weights: str = None
-    data_dir: str = None
-    data_format: str = "auto"
-    tfds_manual_dir: str = None
-    output_dir: str = None
-    steps_per_epoch: int = None
-    save_every_steps: int = None
-    seed: int = 0
-    deterministic: bool = False
-    tensorboard: bool = True
+    teacher_weights: str = setting(
+        "Teacher weights: a converted .keras or .weights.h5 file, or a timm checkpoint "
+        "(.pth/.safetensors/.bin) converted on the fly. A resumed run reuses the checkpoint's "
+        "when not given.", None)
+    data_dir: str = setting("ImageNet: an image-folder root (train/, val/) or a TFDS data dir.",
+                            None)
+    data_format: str = setting("How --data_dir is laid out ('auto': folder if it has train/).",
+                               "auto", choices=("auto", "folder", "tfds"))
+    tfds_manual_dir: str = setting(
+        "Folder with ILSVRC2012_img_{train,val}.tar, to prepare TFDS once.", None)
+    output_dir: str = setting("Where checkpoints, logs, TensorBoard events and weights go; a run "
+                              "restarted with the same output dir resumes.", None)
+    steps_per_epoch: int = setting(
+        "Limit the optimizer steps per epoch (default: one pass over the data).", None)
+    save_every_steps: int = setting("Also checkpoint every N steps (default: at epoch ends).",
+                                    None)
+    seed: int = setting("Seed of initialisation, shuffling, augmentation.", 0)
+    deterministic: bool = setting("Sequential per-image augmentation (reproducible, slower).",
+                                  False)
+    tensorboard: bool = setting(
+        "Write TensorBoard logs (with SpectralTensorBoard's spectral panels).", True)
     spectral_every_n_epochs: int = 1
-    strategy: str = "auto"
+    strategy: str = setting("Data parallelism (see keras_spectralkd.training.distribute).",
+                            "auto", choices=distribute.STRATEGIES)
     jit_compile: object = "auto"
-    verbose: int = 1
+    verbose: int = setting("fit's verbosity (0, 1, 2).", 1)
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+def flag_fields():
+    """The `RunConfig` fields that are command-line flags."""
+    return [f for f in dataclasses.fields(RunConfig) if "help" in f.metadata]
 
 
 @dataclasses.dataclass
@@ -143,128 +191,69 @@ def tiny_preset(student_overrides, teacher_overrides, layer_pairs, **changes):
 
 
 # === Flags ===
-def define_flags(recipe, flag_values=None):
-    """Defines the recipe's absl flags (defaults: the paper's preset) in `flag_values`."""
-    from absl import flags
+_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
+           str: flags.DEFINE_string}
 
+
+def define_flags(recipe, flag_values=None):
+    """Defines the recipe's absl flags in `flag_values`: `--preset` and one flag per
+    `RunConfig` setting, defaulting to the paper's value (None for paths and `layer_pairs`)."""
     fv = flag_values if flag_values is not None else flags.FLAGS
-    paper = recipe.paper
-    presets = ["paper"] + sorted(recipe.presets)
-    flags.DEFINE_enum("preset", "paper", presets,
+    flags.DEFINE_enum("preset", "paper", ["paper"] + sorted(recipe.presets),
                       "Settings to start from: 'paper' (SPEC.md 7) or a smaller one.",
                       flag_values=fv)
-    flags.DEFINE_string("teacher_weights", None,
-                        "Teacher weights: a converted .keras or .weights.h5 file, or a timm "
-                        "checkpoint (.pth/.safetensors/.bin) converted on the fly. "
-                        + recipe.teacher_source, flag_values=fv)
-    flags.DEFINE_string("data_dir", None,
-                        "ImageNet: an image-folder root (train/, val/) or a TFDS data dir.",
-                        flag_values=fv)
-    flags.DEFINE_enum("data_format", "auto", ["auto", "folder", "tfds"],
-                      "How --data_dir is laid out ('auto': folder if it has train/).",
-                      flag_values=fv)
-    flags.DEFINE_string("tfds_manual_dir", None,
-                        "Folder with ILSVRC2012_img_{train,val}.tar, to prepare TFDS once.",
-                        flag_values=fv)
-    flags.DEFINE_string("output_dir", None,
-                        "Where checkpoints, logs, TensorBoard events and weights go; a run "
-                        "restarted with the same output dir resumes.", flag_values=fv)
-    flags.DEFINE_integer("epochs", paper.epochs, "Training epochs.", flag_values=fv)
-    flags.DEFINE_integer("warmup_epochs", paper.warmup_epochs, "Linear warmup epochs.",
-                         flag_values=fv)
-    flags.DEFINE_integer("batch_size", paper.batch_size,
-                         "GLOBAL batch size (all devices); lr scales with batch_size / 512.",
-                         flag_values=fv)
-    flags.DEFINE_integer("eval_batch_size", None, "Validation batch size (default: batch_size).",
-                         flag_values=fv)
-    flags.DEFINE_float("lr", paper.lr, "Learning rate for a global batch of 512.",
-                       flag_values=fv)
-    flags.DEFINE_enum("mode", paper.mode, list(MODES),
-                      "soft/hard: CE + logit KD + spectral; fft: CE + spectral; none: CE only.",
-                      flag_values=fv)
-    flags.DEFINE_string("layer_pairs", None,
-                        "student:teacher unit pairs, e.g. '0:0,1:1,6:18' (tools/analyze.py "
-                        "prints a suggestion); default: the paper's (SPEC.md 4).",
-                        flag_values=fv)
-    flags.DEFINE_float("spectral_weight", paper.spectral_weight, "w_fft (SPEC.md 4).",
-                       flag_values=fv)
-    flags.DEFINE_float("alpha", paper.alpha, "Weight of the logit KD term.", flag_values=fv)
-    flags.DEFINE_float("beta", paper.beta, "Global weight of the spectral term.",
-                       flag_values=fv)
-    flags.DEFINE_float("temperature", paper.temperature, "Soft-KD temperature.",
-                       flag_values=fv)
-    flags.DEFINE_float("ema_decay", paper.ema_decay, "EMA decay of the student (0: no EMA).",
-                       flag_values=fv)
-    flags.DEFINE_integer("repeated_augmentation", paper.repeated_augmentation,
-                         "DeiT's repeated augmentation factor (1: off).", flag_values=fv)
-    flags.DEFINE_float("mixup", paper.mixup, "MixUp alpha (0: off, as the paper).",
-                       flag_values=fv)
-    flags.DEFINE_float("cutmix", paper.cutmix, "CutMix alpha (0: off, as the paper).",
-                       flag_values=fv)
-    flags.DEFINE_enum("precision", paper.precision,
-                      ["auto", "float32", "mixed_bfloat16", "mixed_float16"],
-                      "'auto': mixed_bfloat16 on GPUs, float32 on CPUs. mixed_float16 uses "
-                      "loss scaling. The spectral loss is float32 in every case.",
-                      flag_values=fv)
-    flags.DEFINE_integer("steps_per_epoch", None,
-                         "Limit the optimizer steps per epoch (default: one pass over the data).",
-                         flag_values=fv)
-    flags.DEFINE_integer("save_every_steps", None,
-                         "Also checkpoint every N steps (default: at epoch ends).",
-                         flag_values=fv)
-    flags.DEFINE_integer("seed", paper.seed, "Seed of initialisation, shuffling, augmentation.",
-                         flag_values=fv)
-    flags.DEFINE_bool("deterministic", paper.deterministic,
-                      "Sequential per-image augmentation (reproducible, slower).",
-                      flag_values=fv)
-    flags.DEFINE_bool("tensorboard", paper.tensorboard,
-                      "Write TensorBoard logs (with SpectralTensorBoard's spectral panels).",
-                      flag_values=fv)
-    flags.DEFINE_enum("strategy", paper.strategy, list(distribute.STRATEGIES),
-                      "Data parallelism (see keras_spectralkd.training.distribute).",
-                      flag_values=fv)
-    flags.DEFINE_integer("verbose", paper.verbose, "fit's verbosity (0, 1, 2).", flag_values=fv)
+    for field in flag_fields():
+        help_text = field.metadata["help"]
+        if field.name == "teacher_weights" and recipe.teacher_source:
+            help_text = f"{help_text} {recipe.teacher_source}"
+        if field.name == "layer_pairs":
+            flags.DEFINE_string(field.name, None, help_text, flag_values=fv)
+        elif "choices" in field.metadata:
+            flags.DEFINE_enum(field.name, getattr(recipe.paper, field.name),
+                              list(field.metadata["choices"]), help_text, flag_values=fv)
+        else:
+            _DEFINE[field.type](field.name, getattr(recipe.paper, field.name), help_text,
+                                flag_values=fv)
     return fv
-
-
-_FLAG_FIELDS = (
-    "teacher_weights", "data_dir", "data_format", "tfds_manual_dir", "output_dir", "epochs",
-    "warmup_epochs", "batch_size", "eval_batch_size", "lr", "mode", "spectral_weight", "alpha",
-    "beta", "temperature", "ema_decay", "repeated_augmentation", "mixup", "cutmix", "precision",
-    "steps_per_epoch", "save_every_steps", "seed", "deterministic", "tensorboard", "strategy",
-    "verbose",
-)
 
 
 def config_from_flags(recipe, flag_values):
     """The preset's `RunConfig` with every flag given on the command line applied."""
-    from keras_spectralkd.analysis import parse_layer_pairs
-
     changes = {}
-    for name in _FLAG_FIELDS:
-        if flag_values[name].present or flag_values[name].value != flag_values[name].default:
-            changes[name] = flag_values[name].value
-    # Paths given on the command line always count, even when equal to a default of None.
-    for name in ("teacher_weights", "data_dir", "tfds_manual_dir", "output_dir"):
-        if flag_values[name].value is not None:
-            changes[name] = flag_values[name].value
-    if flag_values["layer_pairs"].value:
-        changes["layer_pairs"] = parse_layer_pairs(flag_values["layer_pairs"].value)
+    for field in flag_fields():
+        flag = flag_values[field.name]
+        if not (flag.present or flag.value != flag.default):
+            continue
+        value = flag.value
+        if field.name == "layer_pairs":
+            value = parse_layer_pairs(value)
+        changes[field.name] = value
     return recipe.config(flag_values["preset"].value, **changes)
 
 
-def main(recipe):
-    """`app.run(main(recipe))`: the recipe scripts' entry point."""
-
-    def run_main(argv):
-        from absl import flags
-
-        if len(argv) > 1:
-            raise ValueError(f"Unexpected arguments: {argv[1:]}; every setting is a --flag.")
-        config = config_from_flags(recipe, flags.FLAGS)
+def main(recipe, argv=None):
+    """The recipe scripts' entry point: parses `argv` (default `sys.argv`), runs, returns the
+    exit status: 0 done, 1 a runtime failure (one line on stderr, no traceback), 2 a usage
+    error."""
+    argv = list(sys.argv if argv is None else argv)
+    flag_values = define_flags(recipe, flags.FlagValues())
+    if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv[1:]):
+        print(f"{recipe.description}\n\n{flag_values.get_help()}")
+        return 0
+    try:
+        rest = flag_values(argv)
+        if len(rest) > 1:
+            raise flags.Error(f"unexpected arguments {rest[1:]}; every setting is a --flag")
+        config = config_from_flags(recipe, flag_values)
+    except (flags.Error, ValueError) as error:
+        print(f"{os.path.basename(argv[0])}: usage error: {error}", file=sys.stderr)
+        return 2
+    try:
         run(recipe, config)
-
-    return run_main
+    except (NonFiniteLossError, ValueError, FileNotFoundError, OSError) as error:
+        print(f"{os.path.basename(argv[0])}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # === Teacher ===
@@ -275,8 +264,6 @@ def load_teacher(recipe, config, num_classes):
         FileNotFoundError: no weights given or the file is missing, saying how to get them.
         ValueError: the teacher's head does not fit the dataset.
     """
-    from keras_spectralkd import models
-
     path = config.teacher_weights
     if not path:
         raise FileNotFoundError(
@@ -297,8 +284,6 @@ def load_teacher(recipe, config, num_classes):
         )
         teacher.load_weights(path)
     elif path.endswith(TIMM_CHECKPOINT_SUFFIXES):
-        from keras_spectralkd.convert import from_timm
-
         teacher = from_timm(config.teacher, path, image_size=config.image_size, **create_kwargs)
     else:
         raise ValueError(
@@ -318,8 +303,6 @@ def load_teacher(recipe, config, num_classes):
 def resolve_precision(precision):
     if precision != "auto":
         return precision
-    import tensorflow as tf
-
     gpus = tf.config.list_physical_devices("GPU")
     if keras.backend.backend() == "jax":
         import jax
@@ -334,8 +317,6 @@ def resolve_precision(precision):
 
 def load_data(config):
     """ImageNet (folders or TFDS) with DeiT's transforms, as an `ImageData`."""
-    from keras_spectralkd import data as data_lib
-
     if not config.data_dir:
         raise FileNotFoundError(f"No --data_dir given. {data_lib.HOW_TO_GET_IMAGENET}")
     train_transform = data_lib.TrainTransform(
@@ -363,8 +344,6 @@ def load_data(config):
 def build_distiller(config, teacher, student):
     """The Distiller of `config.mode`. Soft/hard KD with a zero spectral weight (`--beta=0` or
     `--spectral_weight=0`) runs without layer pairs: the plain KD baseline, no map extraction."""
-    from keras_spectralkd import Distiller
-
     if config.mode == "none":
         teacher, pairs = None, []
     elif config.mode in ("soft", "hard") and (config.beta == 0 or config.spectral_weight == 0):
@@ -396,7 +375,8 @@ def compile_distiller(distiller, config, steps_per_epoch, loss_scale):
         min_lr=min(config.min_lr, base_lr),
     )
     optimizer = optim.create_optimizer(
-        schedule, model=distiller.student, weight_decay=config.weight_decay, loss_scale=loss_scale
+        schedule, model=distiller.student, weight_decay=config.weight_decay,
+        loss_scale=loss_scale, ema_momentum=config.ema_decay or None,
     )
     distiller.compile(
         optimizer=optimizer,
@@ -404,6 +384,40 @@ def compile_distiller(distiller, config, steps_per_epoch, loss_scale):
         jit_compile=config.jit_compile,
     )
     return schedule
+
+
+def run_info(recipe, config, num_classes):
+    """What identifies a run: resuming an output dir written with other values is refused."""
+    return {
+        "recipe": recipe.name,
+        "student": config.student,
+        "student_overrides": dict(config.student_overrides),
+        "teacher": None if config.mode == "none" else config.teacher,
+        "teacher_overrides": {} if config.mode == "none" else dict(config.teacher_overrides),
+        "teacher_weights": (None if config.mode == "none" or not config.teacher_weights
+                            else os.path.abspath(config.teacher_weights)),
+        "mode": config.mode,
+        "layer_pairs": [list(p) for p in config.layer_pairs],
+        "image_size": config.image_size,
+        "num_classes": num_classes,
+        "ema": bool(config.ema_decay),
+    }
+
+
+def _resume_checks(recipe, config, num_classes):
+    """Refuses an output dir written by another model or mode before anything is loaded or
+    written; a resumed run without --teacher_weights rebuilds the teacher from the file its
+    checkpoint names. Returns the (possibly completed) config and the run's identity."""
+    saved = checkpoint_lib.read_state(os.path.join(config.output_dir, "checkpoints"))
+    previous = (saved or {}).get("run_info") or {}
+    if config.mode != "none" and not config.teacher_weights and previous.get("teacher_weights"):
+        config = dataclasses.replace(config, teacher_weights=previous["teacher_weights"])
+        _log(config, f"[{recipe.name}] resuming: the teacher is rebuilt from "
+                     f"{config.teacher_weights} (recorded in the checkpoint).")
+    info = run_info(recipe, config, num_classes)
+    if saved is not None:
+        loop.check_run_info(saved, info, config.output_dir)
+    return config, info
 
 
 def run(recipe, config, data=None):
@@ -414,8 +428,6 @@ def run(recipe, config, data=None):
         config: the `RunConfig`.
         data: an `ImageData` to use instead of loading ImageNet (tests, the demo).
     """
-    from keras_spectralkd import models
-
     started = time.time()
     if config.mode not in MODES:
         raise ValueError(f"Unknown mode {config.mode!r}; expected one of {MODES}.")
@@ -438,6 +450,7 @@ def run(recipe, config, data=None):
             f"The training set ({data.num_train_examples} images) is smaller than one batch of "
             f"{config.batch_size}."
         )
+    config, info = _resume_checks(recipe, config, data.num_classes)
     # Only the chief writes the run's shared outputs; another worker keeps its own checkpoints
     # and logs in `run_dir` (docs/distributed.md).
     run_dir = distribution.run_dir(config.output_dir)
@@ -464,24 +477,16 @@ def run(recipe, config, data=None):
         )
         distiller = build_distiller(config, teacher, student)
         schedule = compile_distiller(distiller, config, steps_per_epoch, loss_scale)
-        ema = None
-        if config.ema_decay and config.ema_decay > 0:
-            ema = ema_lib.ModelEMA(
-                student, decay=config.ema_decay, ema_model=ema_lib.clone_model(student),
-                validation_data=data.validation,
-            )
     _log(config, f"[{recipe.name}] student {config.student} ({student.count_params():,} "
                  f"params), teacher {config.teacher if teacher is not None else 'none'}, mode "
                  f"{config.mode}, layer pairs {distiller.layer_pairs}, peak lr "
-                 f"{schedule.base_lr:.3g}.")
+                 f"{schedule.base_lr:.3g}, EMA {config.ema_decay or 'off'}.")
 
     callbacks = []
     if config.tensorboard and distribution.is_chief:
         log_dir = os.path.join(config.output_dir, "tensorboard")
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
         if teacher is not None and hasattr(student, "forward_intermediates"):
-            from keras_spectralkd.callbacks import SpectralTensorBoard
-
             probe = next(iter(data.validation))[0][:8]
             callbacks.append(
                 SpectralTensorBoard(log_dir, probe, every_n_epochs=config.spectral_every_n_epochs)
@@ -495,11 +500,11 @@ def run(recipe, config, data=None):
         validation_data=data.validation,
         output_dir=run_dir,
         callbacks=callbacks,
-        ema=ema,
         best_model=student,
         monitor="val_accuracy",
         save_every_steps=config.save_every_steps,
         verbose=config.verbose,
+        run_info=info,
     )
 
     student_path = os.path.join(config.output_dir, "student.keras")
@@ -509,10 +514,11 @@ def run(recipe, config, data=None):
     tmp = student_path[: -len(".keras")] + f".tmp-{os.getpid()}.keras"
     student.save(tmp)
     os.replace(tmp, student_path)
-    if ema is not None:
-        checkpoint_lib.atomic_save_weights(
-            ema.ema_model, os.path.join(config.output_dir, "student_ema.weights.h5")
-        )
+    if ema_lib.uses_ema(distiller):
+        with ema_lib.ema_weights(distiller):
+            checkpoint_lib.atomic_save_weights(
+                student, os.path.join(config.output_dir, "student_ema.weights.h5")
+            )
     final = result.history[-1] if result.history else {}
     summary = {
         "recipe": recipe.name,
