@@ -128,6 +128,7 @@ def test_the_kl_divergence_string_skips_the_softmax(rng):
     assert abs(got - soft_kd) > 0.1 * soft_kd
 
 
+@pytest.mark.slow
 def test_fit_runs_and_the_loss_serialises(pair_models, batch):
     teacher, student = pair_models
     images, labels = batch

@@ -27,7 +27,9 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Defined only when run as a script, so tests can import `convert` without absl clashes."""
     flags.DEFINE_string("model", None, "A registered (timm) model name, e.g. cait_s24_224.")
-    flags.DEFINE_string("checkpoint", None, "timm state dict: .safetensors, .pth, .pt or .bin.")
+    flags.DEFINE_string("checkpoint", None, "timm state dict: .safetensors, .pth, .pt or .bin; "
+                        "or a timm name[.tag] (e.g. cait_s24_224.fb_dist_in1k): timm's pretrained "
+                        "weights from its cache, downloaded if online.")
     flags.DEFINE_string("output", None, "Where to save: PATH.keras or PATH.weights.h5.")
     flags.DEFINE_integer("image_size", None, "Input side; default: the preset's.")
     flags.DEFINE_string(
@@ -54,7 +56,8 @@ def convert(model_name, checkpoint, output, image_size=None, dtype=None, model_k
 
     Args:
         model_name: a registered name (see `keras_spectralkd.models.list_models()`).
-        checkpoint: path of a timm state dict (.safetensors, .pth, .pt, .bin).
+        checkpoint: path of a timm state dict (.safetensors, .pth, .pt, .bin), or a timm name
+            with an optional tag ("cait_s24_224.fb_dist_in1k"): timm's pretrained weights.
         output: destination, ending in `.keras` or `.weights.h5`.
         image_size: optional input side (the position table must fit the checkpoint's).
         dtype: optional dtype policy name.
@@ -75,7 +78,7 @@ def convert(model_name, checkpoint, output, image_size=None, dtype=None, model_k
         # first; importing it before Keras avoids that.
         import timm  # noqa: F401
 
-    from keras_spectralkd.convert import from_timm, load_state_dict
+    from keras_spectralkd.convert import from_timm, load_state_dict, pretrained
     from keras_spectralkd.models import list_models, model_family
 
     if model_name not in list_models():
@@ -85,7 +88,15 @@ def convert(model_name, checkpoint, output, image_size=None, dtype=None, model_k
         )
     started = time.perf_counter()
     log(f"reading {checkpoint} ...")
-    state = load_state_dict(checkpoint)
+    if pretrained.is_timm_pretrained_name(checkpoint):  # timm's weights, e.g. "cait_s24_224.fb_dist_in1k"
+        if pretrained.split_name(checkpoint)[0] != model_name:
+            raise ValueError(
+                f"--checkpoint={checkpoint!r} names timm weights of another model than "
+                f"--model={model_name!r}."
+            )
+        state = pretrained.load_pretrained_state_dict(checkpoint)
+    else:
+        state = load_state_dict(checkpoint)
     num_values = sum(int(v.size) for v in state.values())
     log(f"read {len(state)} tensors, {num_values / 1e6:.1f}M values "
         f"({time.perf_counter() - started:.1f} s)")

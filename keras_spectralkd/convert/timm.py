@@ -157,13 +157,16 @@ def infer_num_classes(state_dict):
     return 0 if head is None else int(head.shape[0])
 
 
-def from_timm(name, state_dict, model=None, **create_kwargs):
+def from_timm(name, state_dict=None, model=None, **create_kwargs):
     """Builds model `name` and loads a timm checkpoint into it, strictly.
 
     Args:
-        name: a registered timm name, e.g. "cait_s24_224".
+        name: a registered timm name, e.g. "cait_s24_224", optionally with timm's pretrained
+            tag ("swin_small_patch4_window7_224.ms_in1k").
         state_dict: dict of timm parameter names -> arrays (numpy or torch), or a path to a
-            `.safetensors`, `.pth` or `.bin` file.
+            `.safetensors`, `.pth` or `.bin` file. None: timm's pretrained weights for `name`
+            (from timm's cache, downloaded if the host answers; offline it fails at once with
+            `convert.pretrained.PretrainedWeightsUnavailable` naming the file to fetch).
         model: an already built model to fill instead of creating one.
         **create_kwargs: forwarded to `models.create` (e.g. `dtype`, `image_size`, overrides);
             `num_classes` defaults to the checkpoint's head size.
@@ -173,6 +176,11 @@ def from_timm(name, state_dict, model=None, **create_kwargs):
     # Importing the family modules registers their converters.
     from keras_spectralkd.convert import timm_cait, timm_swin, timm_vit  # noqa: F401
 
+    if state_dict is None:
+        from keras_spectralkd.convert import pretrained
+
+        state_dict = pretrained.load_pretrained_state_dict(name)
+    name = name.partition(".")[0]  # timm's "arch.tag": the tag names weights, not a model
     state = load_state_dict(state_dict)
     family = registry.model_family(name)
     if model is None:

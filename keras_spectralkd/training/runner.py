@@ -155,7 +155,9 @@ def define_flags(recipe, flag_values=None):
                       flag_values=fv)
     flags.DEFINE_string("teacher_weights", None,
                         "Teacher weights: a converted .keras or .weights.h5 file, or a timm "
-                        "checkpoint (.pth/.safetensors/.bin) converted on the fly. "
+                        "checkpoint (.pth/.safetensors/.bin) converted on the fly, or a timm "
+                        "name[.tag] (e.g. cait_s24_224.fb_dist_in1k): timm's pretrained weights "
+                        "from its cache, downloaded if online. "
                         + recipe.teacher_source, flag_values=fv)
     flags.DEFINE_string("data_dir", None,
                         "ImageNet: an image-folder root (train/, val/) or a TFDS data dir.",
@@ -269,7 +271,8 @@ def main(recipe):
 
 # === Teacher ===
 def load_teacher(recipe, config, num_classes):
-    """The teacher, from `config.teacher_weights` (.keras, .weights.h5 or a timm checkpoint).
+    """The teacher, from `config.teacher_weights`: .keras, .weights.h5, a timm checkpoint, or a
+    timm name with an optional tag (timm's pretrained weights, `convert.pretrained`).
 
     Raises:
         FileNotFoundError: no weights given or the file is missing, saying how to get them.
@@ -283,12 +286,24 @@ def load_teacher(recipe, config, num_classes):
             f"mode={config.mode!r} needs a trained teacher ({config.teacher}), but no "
             f"--teacher_weights was given. {recipe.teacher_source}"
         )
-    if not os.path.exists(path):
+    from keras_spectralkd.convert import pretrained
+
+    timm_name = pretrained.is_timm_pretrained_name(path)  # e.g. "cait_s24_224.fb_dist_in1k"
+    if not timm_name and not os.path.exists(path):
         raise FileNotFoundError(
             f"Teacher weights {path!r} do not exist. {recipe.teacher_source}"
         )
     create_kwargs = dict(config.teacher_overrides)
-    if path.endswith(".keras"):
+    if timm_name:  # timm's pretrained weights, from timm's cache (downloaded if online)
+        from keras_spectralkd.convert import from_timm
+
+        if pretrained.split_name(path)[0] != config.teacher:
+            raise ValueError(
+                f"--teacher_weights={path!r} names timm weights of another model than the "
+                f"teacher {config.teacher!r}."
+            )
+        teacher = from_timm(path, image_size=config.image_size, **create_kwargs)
+    elif path.endswith(".keras"):
         teacher = keras.saving.load_model(path, compile=False)
     elif path.endswith(".weights.h5"):
         teacher = models.create(
