@@ -28,7 +28,17 @@ class SpectralTensorBoard(keras.callbacks.Callback):
     - `spectral/pair_loss/student_SS_teacher_TT`: `spectral_pair_loss` of each layer pair on the
       probe, and `spectral/pair_loss/mean` (the spectral loss on the probe, SPEC.md 2);
     - `spectral/profile_correlation`: Pearson r of the depth-aligned intensity profiles
-      (`analysis.compare.profile_correlation`).
+      (`analysis.compare.profile_correlation`);
+    - `spectral/level_distance`: mean over layer pairs of |L(F_s) - L(pool(F_t))|, the gap
+      between the intensity levels of each student map and its channel-pooled teacher map (the
+      same width, so no 1/sqrt(C) offset; SPEC.md 5);
+    - `spectral/spectrum/student_SS_teacher_TT`: per layer pair, an image of three panels: the
+      2D spectrum magnitude of the student map, that of the channel-pooled teacher map (the two
+      on one log colour scale), and the magnitude of their difference, i.e. what the spectral
+      loss squares (SPEC.md 2): |rfft2| over (H, W), averaged over probe images and channels,
+      zero frequency centred on the vertical axis (`pair_spectra`);
+    - once, a custom-scalars layout (TensorBoard's "Custom Scalars" tab) grouping the per-pair
+      losses (probe and training), the level distance and the profile correlation.
 
     On a plain backbone (a model with `forward_intermediates`), it logs that model's profile
     alone: `spectral/intensity_profile` and `spectral/model/intensity/unit_XX`; on a Distiller
@@ -37,7 +47,8 @@ class SpectralTensorBoard(keras.callbacks.Callback):
 
     Events go to `os.path.join(log_dir, "spectral")`, a run of its own next to the `train` and
     `validation` runs of `keras.callbacks.TensorBoard(log_dir)`. Works on every backend (the
-    summaries are written with `tf.summary` from numpy values).
+    summaries are written with `tf.summary` from numpy values). In a multi-process run only the
+    chief (TF: `should_checkpoint`; JAX: process 0; torch: rank 0) computes and writes anything.
 
     Args:
         log_dir: the TensorBoard log directory.
@@ -65,6 +76,9 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         self.every_n_epochs = int(every_n_epochs)
         self._writer = None
         self._teacher_cache = None  # (teacher object, profile, maps)
+        self._layout_written = False
+        # tag -> (student, teacher, difference) magnitudes of the last `log_spectra` call.
+        self.last_spectra = {}
 
     @property
     def event_dir(self):
@@ -72,7 +86,7 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         return os.path.join(self.log_dir, "spectral")
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every_n_epochs == 0:
+        if (epoch + 1) % self.every_n_epochs == 0 and is_chief():
             self.log_spectra(epoch)
 
     def on_train_end(self, logs=None):
@@ -89,8 +103,9 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         """
         model = self.model
         student = getattr(model, "student", None)
+        images = {}
         if student is not None and getattr(model, "teacher", None) is not None:
-            scalars, figure = self._distiller_summaries(model, step)
+            scalars, figure, images = self._distiller_summaries(model, step)
         elif student is not None or hasattr(model, "forward_intermediates"):
             # A Distiller without teacher (mode "none"), or a plain backbone: profile it alone.
             role, backbone = ("student", student) if student is not None else ("model", model)
@@ -106,7 +121,8 @@ class SpectralTensorBoard(keras.callbacks.Callback):
                 f"SpectralTensorBoard needs a Distiller (with `student` and `teacher`) or a "
                 f"backbone with `forward_intermediates`; got {type(model).__name__}."
             )
-        self._write(step, scalars, _figure_to_rgb(figure))
+        images["spectral/intensity_profile"] = _figure_to_rgb(figure)
+        self._write(step, scalars, images)
         return scalars
 
     def _distiller_summaries(self, distiller, step):
@@ -126,21 +142,38 @@ class SpectralTensorBoard(keras.callbacks.Callback):
 
         scalars = _intensity_scalars("student", student_profile)
         scalars.update(_intensity_scalars("teacher", teacher_profile))
+        images = {}
+        self.last_spectra = {}
         if pairs:
-            losses = []
+            losses, level_gaps = [], []
             for student_unit, teacher_unit in pairs:
+                name = f"student_{student_unit:02d}_teacher_{teacher_unit:02d}"
+                student_map, teacher_map = student_maps[student_unit], teacher_maps[teacher_unit]
                 loss = float(
                     keras.ops.convert_to_numpy(
-                        spectral.spectral_pair_loss(
-                            student_maps[student_unit], teacher_maps[teacher_unit]
-                        )
+                        spectral.spectral_pair_loss(student_map, teacher_map)
                     )
                 )
-                scalars[
-                    f"spectral/pair_loss/student_{student_unit:02d}_teacher_{teacher_unit:02d}"
-                ] = loss
+                scalars[f"spectral/pair_loss/{name}"] = loss
                 losses.append(loss)
+                pooled = spectral.pool_channels(teacher_map, student_map.shape[-1])
+                level_gaps.append(
+                    abs(
+                        float(keras.ops.convert_to_numpy(spectral.frequency_intensity(student_map)))
+                        - float(keras.ops.convert_to_numpy(spectral.frequency_intensity(pooled)))
+                    )
+                )
+                magnitudes = pair_spectra(student_map, teacher_map)
+                self.last_spectra[f"spectral/spectrum/{name}"] = magnitudes
+                images[f"spectral/spectrum/{name}"] = _figure_to_rgb(
+                    plot_pair_spectra(
+                        *magnitudes,
+                        title=f"student unit {student_unit} vs pooled teacher unit "
+                        f"{teacher_unit}, epoch {step + 1}",
+                    )
+                )
             scalars["spectral/pair_loss/mean"] = float(np.mean(losses))
+            scalars["spectral/level_distance"] = float(np.mean(level_gaps))
         scalars["spectral/profile_correlation"] = compare.profile_correlation(
             teacher_profile, student_profile
         )
@@ -150,7 +183,7 @@ class SpectralTensorBoard(keras.callbacks.Callback):
             layer_pairs=pairs or None,
             title=f"Frequency intensity, epoch {step + 1}",
         )
-        return scalars, figure
+        return scalars, figure, images
 
     def _profile_and_maps(self, model, role):
         with no_grad():
@@ -159,16 +192,143 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         profile = profile_maps(maps, name=_label(model, role), entropy=False)
         return profile, maps
 
-    def _write(self, step, scalars, image):
+    def _write(self, step, scalars, images):
         import tensorflow as tf
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.event_dir)
         with self._writer.as_default(step=int(step)):
-            tf.summary.image("spectral/intensity_profile", image[None], max_outputs=1)
+            # The layout groups a Distiller's series; a lone backbone has none of them.
+            if not self._layout_written and "spectral/profile_correlation" in scalars:
+                from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
+
+                tf.summary.experimental.write_raw_pb(
+                    custom_scalar_summary.pb(custom_scalars_layout()).SerializeToString(),
+                    step=int(step),
+                )
+                self._layout_written = True
+            for tag, image in images.items():
+                tf.summary.image(tag, image[None], max_outputs=1)
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value)
         self._writer.flush()
+
+
+# === Spectra of a layer pair ===
+def pair_spectra(student_map, teacher_map):
+    """What the spectral loss compares, for pictures: mean 2D spectrum magnitudes of one pair.
+
+    Args:
+        student_map: (B, H, W, C_s) map.
+        teacher_map: (B, H, W, C_t) map, C_t >= C_s; its channels are pooled down to C_s as in
+            the loss (SPEC.md 2.2).
+    Returns:
+        `(student, teacher, difference)`, each (H, W//2 + 1) float64 numpy: |rfft2(F_s)|,
+        |rfft2(pool(F_t))| and |rfft2(F_s) - rfft2(pool(F_t))| (orthonormal rfft2 over (H, W)),
+        averaged over images and channels, rows `fftshift`ed so the zero frequency sits in the
+        middle of the vertical axis (columns run from 0 to the Nyquist frequency).
+    """
+    student_map = keras.ops.convert_to_tensor(student_map)
+    pooled = spectral.pool_channels(teacher_map, student_map.shape[-1])
+    s_real, s_imag = spectral.rfft2(student_map)
+    t_real, t_imag = spectral.rfft2(pooled)
+
+    def mean_magnitude(real, imag):
+        real = np.asarray(keras.ops.convert_to_numpy(real), dtype=np.float64)
+        imag = np.asarray(keras.ops.convert_to_numpy(imag), dtype=np.float64)
+        return np.fft.fftshift(np.hypot(real, imag).mean(axis=(0, 3)), axes=0)
+
+    return (
+        mean_magnitude(s_real, s_imag),
+        mean_magnitude(t_real, t_imag),
+        mean_magnitude(s_real - t_real, s_imag - t_imag),
+    )
+
+
+def plot_pair_spectra(student, teacher, difference, title=""):
+    """Three panels: student and pooled-teacher spectrum magnitudes on one log colour scale,
+    then the magnitude of their difference on its own log scale. Returns a matplotlib Figure."""
+    import matplotlib
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    floor = 1e-8  # an exactly zero bin would break the log scale
+    shared = np.concatenate([student.ravel(), teacher.ravel()])
+    shared_norm = LogNorm(vmin=max(shared.min(), floor), vmax=max(shared.max(), 2 * floor))
+    difference_norm = LogNorm(
+        vmin=max(difference.min(), floor), vmax=max(difference.max(), 2 * floor)
+    )
+    height, half_width = student.shape
+    # Rows are fftshifted: frequencies -H//2 .. (H-1)//2 cycles per map, bottom to top.
+    extent = (-0.5, half_width - 0.5, -(height // 2) - 0.5, (height - 1) // 2 + 0.5)
+    with matplotlib.rc_context({"font.size": 8, "axes.titlesize": 9}):
+        figure = Figure(figsize=(9.6, 3.4), dpi=100, layout="constrained")
+        axes = figure.subplots(1, 3)
+        panels = (
+            (student, shared_norm, "student |F(S)|"),
+            (teacher, shared_norm, "pooled teacher |F(T)|"),
+            (difference, difference_norm, "difference |F(S) - F(T)|"),
+        )
+        for axis, (values, norm, label) in zip(axes, panels):
+            image = axis.imshow(
+                np.maximum(values, floor), norm=norm, cmap="magma", origin="lower",
+                extent=extent, aspect="auto", interpolation="nearest",
+            )
+            axis.set_title(label)
+            axis.set_xlabel("horizontal frequency (0..Nyquist)")
+            if axis is axes[0] or axis is axes[2]:
+                figure.colorbar(image, ax=axis if axis is axes[2] else list(axes[:2]), shrink=0.9)
+        axes[0].set_ylabel("vertical frequency")
+        if title:
+            figure.suptitle(title)
+    return figure
+
+
+def custom_scalars_layout():
+    """TensorBoard's custom-scalars layout: SpectralKD's series grouped on one page."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    def chart(title, *regexes):
+        return layout_pb2.Chart(
+            title=title, multiline=layout_pb2.MultilineChartContent(tag=list(regexes))
+        )
+
+    return layout_pb2.Layout(
+        category=[
+            layout_pb2.Category(
+                title="SpectralKD",
+                chart=[
+                    chart("spectral loss per layer pair (probe)", r"spectral/pair_loss/.*"),
+                    chart(
+                        "spectral loss per layer pair (training)",
+                        r"epoch_spectral_loss(_pair_\d+)?$",
+                    ),
+                    chart("level distance |L(student) - L(pooled teacher)|",
+                          r"spectral/level_distance$"),
+                    chart("profile correlation (teacher vs student)",
+                          r"spectral/profile_correlation$"),
+                ],
+            )
+        ]
+    )
+
+
+def is_chief():
+    """True unless this process is a non-chief worker of a multi-process run."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.process_index() == 0
+    if backend == "torch":
+        import torch.distributed
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank() == 0
+        return True
+    import tensorflow as tf
+
+    return bool(getattr(tf.distribute.get_strategy().extended, "should_checkpoint", True))
 
 
 def _intensity_scalars(role, profile):
