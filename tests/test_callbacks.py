@@ -56,6 +56,34 @@ def numpy_spectra(student_map, teacher_map):
     )
 
 
+def check_spectrum_image(encoded, magnitudes):
+    """The logged PNG shows `magnitudes` (student, teacher, difference) as the docs say."""
+    import io
+
+    from matplotlib import colormaps
+    from matplotlib import image as mpimg
+
+    width, height = int(encoded[0]), int(encoded[1])
+    pixels = (mpimg.imread(io.BytesIO(encoded[2]), format="png")[..., :3] * 255).round()
+    assert pixels.shape == (height, width, 3)
+    rows, columns = magnitudes[0].shape
+    scale = height // rows
+    assert height == rows * scale and scale >= 192 // rows
+    logs = [np.log10(m) for m in magnitudes]
+    shared = (min(logs[0].min(), logs[1].min()), max(logs[0].max(), logs[1].max()))
+    ranges = (shared, shared, (logs[2].min(), logs[2].max()))
+    gap = (width - 3 * columns * scale) // 2
+    assert gap > 0
+    for panel, (values, (low, high)) in enumerate(zip(logs, ranges)):
+        expected = colormaps["magma"]((values - low) / (high - low))[..., :3] * 255
+        left = panel * (columns * scale + gap)
+        for r in range(rows):
+            for c in range(columns):
+                # The image's top row is the highest vertical frequency.
+                y, x = (rows - 1 - r) * scale + scale // 2, left + c * scale + scale // 2
+                np.testing.assert_allclose(pixels[y, x], expected[r, c], atol=2)
+
+
 def numpy_profile_correlation(teacher_levels, student_levels):
     """Pearson r of the student's levels interpolated onto the teacher's relative depths."""
     teacher_depth = np.linspace(0, 1, len(teacher_levels))
@@ -119,10 +147,10 @@ def test_distiller_training_logs_spectral_panels(tmp_path, data):
         np.testing.assert_allclose(events[f"spectral/pair_loss/{name}"][-1][1], loss, rtol=1e-5)
         for logged, expected in zip(callback.last_spectra[f"spectral/spectrum/{name}"], magnitudes):
             np.testing.assert_allclose(logged, expected, rtol=1e-4, atol=1e-7)
-        # Each pair's spectrum panel, every epoch: a PNG of three panels side by side.
+        # Each pair's spectrum panel, every epoch: a PNG of three panels side by side, each bin
+        # a block of the colour of its log10 magnitude (student and teacher on one range).
         assert [step for step, _ in events[f"spectral/spectrum/{name}"]] == [0, 1]
-        image = events[f"spectral/spectrum/{name}"][-1][1]
-        assert (int(image[0]), int(image[1])) == (960, 340) and image[2][:4] == b"\x89PNG"
+        check_spectrum_image(events[f"spectral/spectrum/{name}"][-1][1], magnitudes)
         losses.append(loss)
         level_gaps.append(abs(level_gap))
     np.testing.assert_allclose(events["spectral/pair_loss/mean"][-1][1], np.mean(losses), rtol=1e-5)
