@@ -8,6 +8,7 @@ that refuses connections.
 import os
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -21,6 +22,11 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 NAME = "deit_tiny_patch16_224"
 REPO = "timm/deit_tiny_patch16_224.fb_in1k"  # timm's default tag for NAME
 REFUSING_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens, connect fails
+# Fetching and timm's loading are backend-free and the converter is tested on every backend
+# elsewhere: the two tests that build a model run once, on TensorFlow.
+one_backend = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="backend-free wiring; runs on tensorflow"
+)
 
 
 @pytest.fixture
@@ -48,6 +54,7 @@ def put_in_cache(cache, repo_id, filename, state_dict):
     return snapshot / filename
 
 
+@one_backend
 def test_weights_come_from_timms_cache(hf_cache):
     reference = timm.create_model(NAME, pretrained=False)  # random weights
     state = {k: v.contiguous() for k, v in reference.state_dict().items()}
@@ -104,6 +111,7 @@ def test_names(hf_cache, tmp_path):
     assert not pretrained.is_timm_pretrained_name(str(existing))
 
 
+@one_backend
 def test_the_recipes_and_the_converter_take_a_timm_name(hf_cache, tmp_path):
     """`--teacher_weights` and `--checkpoint` accept `arch[.tag]` where they accept a file."""
     import importlib.util
