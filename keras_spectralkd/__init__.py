@@ -12,5 +12,6 @@ from keras_spectralkd.spectral import (
     spectral_pair_loss,
 )
 from keras_spectralkd.distiller import Distiller
+from keras_spectralkd.distillation_loss import SpectralDistillation
 
 __version__ = "0.1.0"

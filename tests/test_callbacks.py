@@ -1,16 +1,17 @@
 """SpectralTensorBoard: events written during fit, read back with TensorBoard's EventAccumulator."""
 
 import os
+import re
 
 import keras
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.util import tensor_util
 from tiny_backbone import TinyBackbone
 
 from keras_spectralkd import Distiller
-from keras_spectralkd import spectral
 from keras_spectralkd.callbacks import SpectralTensorBoard
 
 PAIRS = [(0, 0), (1, 3)]
@@ -30,6 +31,64 @@ def read_events(event_dir):
 def numpy_intensity(feature_map):
     x = np.asarray(keras.ops.convert_to_numpy(feature_map), dtype=np.float64)
     return np.abs(np.fft.fft(x, axis=-1) / x.shape[-1]).mean()
+
+
+# Independent of keras_spectralkd: numpy, float64, written from SPEC.md 2 and 5.
+def numpy_pool(x, channels):
+    x = np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64)
+    width = x.shape[-1]
+    windows = [(i * width // channels, -(-(i + 1) * width // channels)) for i in range(channels)]
+    return np.stack([x[..., a:b].mean(-1) for a, b in windows], axis=-1)
+
+
+def numpy_spectra(student_map, teacher_map):
+    s = np.asarray(keras.ops.convert_to_numpy(student_map), dtype=np.float64)
+    t = numpy_pool(teacher_map, s.shape[-1])
+    # The full 2D DFT, then the non-negative horizontal frequencies: rfft2's half plane.
+    fs = np.fft.fft2(s, axes=(1, 2)) / np.sqrt(s.shape[1] * s.shape[2])
+    ft = np.fft.fft2(t, axes=(1, 2)) / np.sqrt(s.shape[1] * s.shape[2])
+    half = s.shape[2] // 2 + 1
+    fs, ft = fs[:, :, :half], ft[:, :, :half]
+    loss = np.mean(np.concatenate([(fs - ft).real, (fs - ft).imag]) ** 2)
+    magnitudes = [np.abs(f).mean(axis=(0, 3)) for f in (fs, ft, fs - ft)]
+    return loss, [np.roll(m, s.shape[1] // 2, axis=0) for m in magnitudes], numpy_intensity(s) - (
+        numpy_intensity(t)
+    )
+
+
+def check_spectrum_image(encoded, magnitudes):
+    """The logged PNG shows `magnitudes` (student, teacher, difference) as the docs say."""
+    import io
+
+    from matplotlib import colormaps
+    from matplotlib import image as mpimg
+
+    width, height = int(encoded[0]), int(encoded[1])
+    pixels = (mpimg.imread(io.BytesIO(encoded[2]), format="png")[..., :3] * 255).round()
+    assert pixels.shape == (height, width, 3)
+    rows, columns = magnitudes[0].shape
+    scale = height // rows
+    assert height == rows * scale and scale >= 192 // rows
+    logs = [np.log10(m) for m in magnitudes]
+    shared = (min(logs[0].min(), logs[1].min()), max(logs[0].max(), logs[1].max()))
+    ranges = (shared, shared, (logs[2].min(), logs[2].max()))
+    gap = (width - 3 * columns * scale) // 2
+    assert gap > 0
+    for panel, (values, (low, high)) in enumerate(zip(logs, ranges)):
+        expected = colormaps["magma"]((values - low) / (high - low))[..., :3] * 255
+        left = panel * (columns * scale + gap)
+        for r in range(rows):
+            for c in range(columns):
+                # The image's top row is the highest vertical frequency.
+                y, x = (rows - 1 - r) * scale + scale // 2, left + c * scale + scale // 2
+                np.testing.assert_allclose(pixels[y, x], expected[r, c], atol=2)
+
+
+def numpy_profile_correlation(teacher_levels, student_levels):
+    """Pearson r of the student's levels interpolated onto the teacher's relative depths."""
+    teacher_depth = np.linspace(0, 1, len(teacher_levels))
+    student_depth = np.linspace(0, 1, len(student_levels))
+    return np.corrcoef(teacher_levels, np.interp(teacher_depth, student_depth, student_levels))[0, 1]
 
 
 @pytest.fixture
@@ -60,42 +119,74 @@ def test_distiller_training_logs_spectral_panels(tmp_path, data):
         "spectral/pair_loss/student_01_teacher_03",
         "spectral/pair_loss/mean",
         "spectral/profile_correlation",
+        "spectral/level_distance",
+        "spectral/spectrum/student_00_teacher_00",
+        "spectral/spectrum/student_01_teacher_03",
     }
     assert expected_tags <= set(events)
     for tag in expected_tags:
         assert [step for step, _ in events[tag]] == [0, 1], tag
 
-    # The last epoch's values are those of the trained student on the probe.
+    # The last epoch's values are those of the trained student on the probe, recomputed here
+    # in numpy (float64) from the maps alone.
     _, student_maps = student.forward_intermediates(probe)
     _, teacher_maps = teacher.forward_intermediates(probe)
-    for unit, feature_map in enumerate(student_maps):
+    student_levels = [numpy_intensity(m) for m in student_maps]
+    teacher_levels = [numpy_intensity(m) for m in teacher_maps]
+    for unit, level in enumerate(student_levels):
         logged = events[f"spectral/student/intensity/unit_{unit:02d}"][-1][1]
-        np.testing.assert_allclose(logged, numpy_intensity(feature_map), rtol=1e-5)
-    for unit, feature_map in enumerate(teacher_maps):
+        np.testing.assert_allclose(logged, level, rtol=1e-5)
+    for unit, level in enumerate(teacher_levels):
         steps = events[f"spectral/teacher/intensity/unit_{unit:02d}"]
-        np.testing.assert_allclose(steps[-1][1], numpy_intensity(feature_map), rtol=1e-5)
+        np.testing.assert_allclose(steps[-1][1], level, rtol=1e-5)
         assert steps[0][1] == steps[1][1]  # the frozen teacher does not move
-    losses = []
+    losses, level_gaps = [], []
     for s, t in PAIRS:
-        expected = float(
-            keras.ops.convert_to_numpy(
-                spectral.spectral_pair_loss(student_maps[s], teacher_maps[t])
-            )
-        )
-        logged = events[f"spectral/pair_loss/student_{s:02d}_teacher_{t:02d}"][-1][1]
-        np.testing.assert_allclose(logged, expected, rtol=1e-5)
-        losses.append(expected)
+        name = f"student_{s:02d}_teacher_{t:02d}"
+        loss, magnitudes, level_gap = numpy_spectra(student_maps[s], teacher_maps[t])
+        np.testing.assert_allclose(events[f"spectral/pair_loss/{name}"][-1][1], loss, rtol=1e-5)
+        for logged, expected in zip(callback.last_spectra[f"spectral/spectrum/{name}"], magnitudes):
+            np.testing.assert_allclose(logged, expected, rtol=1e-4, atol=1e-7)
+        # Each pair's spectrum panel, every epoch: a PNG of three panels side by side, each bin
+        # a block of the colour of its log10 magnitude (student and teacher on one range).
+        assert [step for step, _ in events[f"spectral/spectrum/{name}"]] == [0, 1]
+        check_spectrum_image(events[f"spectral/spectrum/{name}"][-1][1], magnitudes)
+        losses.append(loss)
+        level_gaps.append(abs(level_gap))
     np.testing.assert_allclose(events["spectral/pair_loss/mean"][-1][1], np.mean(losses), rtol=1e-5)
+    np.testing.assert_allclose(
+        events["spectral/level_distance"][-1][1], np.mean(level_gaps), rtol=1e-4
+    )
     # The student trained between the two epochs, so its panels moved.
     first, last = (v for _, v in events["spectral/student/intensity/unit_01"])
     assert first != last
-    correlation = events["spectral/profile_correlation"][-1][1]
-    assert -1.0 <= correlation <= 1.0
+    np.testing.assert_allclose(
+        events["spectral/profile_correlation"][-1][1],
+        numpy_profile_correlation(teacher_levels, student_levels),
+        rtol=1e-4,
+    )
 
     # The image: a PNG-encoded summary (width, height, bytes) of a real figure.
     _, image = events["spectral/intensity_profile"][-1]
     width, height = int(image[0]), int(image[1])
-    assert width >= 600 and height >= 400 and image[2][:4] == b"\x89PNG"
+    assert width >= 400 and height >= 300 and image[2][:4] == b"\x89PNG"
+
+    # The custom-scalars layout, written once; each chart's regex matches series we write.
+    layout_events = events["custom_scalars__config__"]
+    assert [step for step, _ in layout_events] == [0]
+    layout = layout_pb2.Layout.FromString(layout_events[0][1].item())
+    charts = {c.title: list(c.multiline.tag) for c in layout.category[0].chart}
+    assert layout.category[0].title == "SpectralKD" and len(charts) == 4
+    training_tags = ["epoch_spectral_loss", "epoch_spectral_loss_pair_0", "epoch_kd_loss"]
+    for title, regexes in charts.items():
+        (regex,) = regexes
+        pool = training_tags if "training" in title else list(events)
+        matched = [tag for tag in pool if re.match(regex, tag)]
+        assert matched, (title, regex)
+        if "training" in title:
+            assert matched == training_tags[:2]
+        if "probe" in title:
+            assert len(matched) == len(PAIRS) + 1
 
 
 def test_every_n_epochs_and_a_plain_backbone(tmp_path, data):

@@ -15,6 +15,7 @@ from keras_spectralkd.convert.weight_map import (
     infer_num_classes,
     load_state_dict,
 )
+from keras_spectralkd.convert import pretrained
 from keras_spectralkd.models import registry
 
 
@@ -30,19 +31,25 @@ def timm_name_map(name, model, state_dict):
     return dict(weight_map.sources)
 
 
-def from_timm(name, state_dict, model=None, **create_kwargs):
+def from_timm(name, state_dict=None, model=None, **create_kwargs):
     """Builds model `name` and loads a timm checkpoint into it, strictly.
 
     Args:
-        name: a registered timm name, e.g. "cait_s24_224".
+        name: a registered timm name, e.g. "cait_s24_224", optionally with timm's pretrained
+            tag ("swin_small_patch4_window7_224.ms_in1k").
         state_dict: dict of timm parameter names -> arrays (numpy or torch), or a path to a
-            `.safetensors`, `.pth` or `.bin` file.
+            `.safetensors`, `.pth` or `.bin` file. None: timm's pretrained weights for `name`
+            (from timm's cache, downloaded if the host answers; offline it fails at once with
+            `convert.pretrained.PretrainedWeightsUnavailable` naming the file to fetch).
         model: an already built model to fill instead of creating one.
         **create_kwargs: forwarded to `models.create` (e.g. `dtype`, `image_size`, overrides);
             `num_classes` defaults to the checkpoint's head size.
     Returns:
         the Keras model with the checkpoint's weights.
     """
+    if state_dict is None:
+        state_dict = pretrained.load_pretrained_state_dict(name)
+    name = name.partition(".")[0]  # timm's "arch.tag": the tag names weights, not a model
     state = load_state_dict(state_dict)
     family = registry.model_family(name)
     found = checkpoint_family(state)

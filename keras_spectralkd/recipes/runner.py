@@ -27,7 +27,7 @@ from keras_spectralkd import data as data_lib
 from keras_spectralkd import models
 from keras_spectralkd.analysis import parse_layer_pairs
 from keras_spectralkd.callbacks import SpectralTensorBoard
-from keras_spectralkd.convert import from_timm
+from keras_spectralkd.convert import from_timm, pretrained
 from keras_spectralkd.distiller import Distiller
 from keras_spectralkd.training import checkpoint as checkpoint_lib
 from keras_spectralkd.training import distribute, loop, optimizer as optim
@@ -95,8 +95,9 @@ class RunConfig:
     teacher_overrides: dict = dataclasses.field(default_factory=dict)
     teacher_weights: str = setting(
         "Teacher weights: a converted .keras or .weights.h5 file, or a timm checkpoint "
-        "(.pth/.safetensors/.bin) converted on the fly. A resumed run reuses the checkpoint's "
-        "when not given.", None)
+        "(.pth/.safetensors/.bin) converted on the fly, or a timm name[.tag] (e.g. "
+        "cait_s24_224.fb_dist_in1k): timm's pretrained weights from its cache, downloaded if "
+        "online. A resumed run reuses the checkpoint's when not given.", None)
     data_dir: str = setting("ImageNet: an image-folder root (train/, val/) or a TFDS data dir.",
                             None)
     data_format: str = setting("How --data_dir is laid out ('auto': folder if it has train/).",
@@ -258,7 +259,8 @@ def main(recipe, argv=None):
 
 # === Teacher ===
 def load_teacher(recipe, config, num_classes):
-    """The teacher, from `config.teacher_weights` (.keras, .weights.h5 or a timm checkpoint).
+    """The teacher, from `config.teacher_weights`: .keras, .weights.h5, a timm checkpoint, or a
+    timm name with an optional tag (timm's pretrained weights, `convert.pretrained`).
 
     Raises:
         FileNotFoundError: no weights given or the file is missing, saying how to get them.
@@ -270,12 +272,20 @@ def load_teacher(recipe, config, num_classes):
             f"mode={config.mode!r} needs a trained teacher ({config.teacher}), but no "
             f"--teacher_weights was given. {recipe.teacher_source}"
         )
-    if not os.path.exists(path):
+    timm_name = pretrained.is_timm_pretrained_name(path)  # e.g. "cait_s24_224.fb_dist_in1k"
+    if not timm_name and not os.path.exists(path):
         raise FileNotFoundError(
             f"Teacher weights {path!r} do not exist. {recipe.teacher_source}"
         )
     create_kwargs = dict(config.teacher_overrides)
-    if path.endswith(".keras"):
+    if timm_name:  # timm's pretrained weights, from timm's cache (downloaded if online)
+        if pretrained.split_name(path)[0] != config.teacher:
+            raise ValueError(
+                f"--teacher_weights={path!r} names timm weights of another model than the "
+                f"teacher {config.teacher!r}."
+            )
+        teacher = from_timm(path, image_size=config.image_size, **create_kwargs)
+    elif path.endswith(".keras"):
         teacher = keras.saving.load_model(path, compile=False)
     elif path.endswith(".weights.h5"):
         teacher = models.create(
@@ -386,6 +396,15 @@ def compile_distiller(distiller, config, steps_per_epoch, loss_scale):
     return schedule
 
 
+def _weights_source(config):
+    """Where the teacher's weights come from, as the checkpoint records it: an absolute path, or
+    a timm name[.tag] as given; None without a teacher."""
+    path = config.teacher_weights
+    if config.mode == "none" or not path:
+        return None
+    return path if pretrained.is_timm_pretrained_name(path) else os.path.abspath(path)
+
+
 def run_info(recipe, config, num_classes):
     """What identifies a run: resuming an output dir written with other values is refused."""
     return {
@@ -394,8 +413,7 @@ def run_info(recipe, config, num_classes):
         "student_overrides": dict(config.student_overrides),
         "teacher": None if config.mode == "none" else config.teacher,
         "teacher_overrides": {} if config.mode == "none" else dict(config.teacher_overrides),
-        "teacher_weights": (None if config.mode == "none" or not config.teacher_weights
-                            else os.path.abspath(config.teacher_weights)),
+        "teacher_weights": _weights_source(config),
         "mode": config.mode,
         "layer_pairs": [list(p) for p in config.layer_pairs],
         "image_size": config.image_size,

@@ -41,7 +41,8 @@ def convert(model_name, checkpoint, output, image_size=None, dtype=None, model_k
 
     Args:
         model_name: a registered name (see `keras_spectralkd.models.list_models()`).
-        checkpoint: path of a timm state dict (.safetensors, .pth, .pt, .bin).
+        checkpoint: path of a timm state dict (.safetensors, .pth, .pt, .bin), or a timm name
+            with an optional tag ("cait_s24_224.fb_dist_in1k"): timm's pretrained weights.
         output: destination, ending in `.keras` or `.weights.h5`.
         image_size: optional input side (the position table must fit the checkpoint's).
         dtype: optional dtype policy name.
@@ -69,8 +70,7 @@ def convert(model_name, checkpoint, output, image_size=None, dtype=None, model_k
         sys.modules.setdefault("triton", None)
         import timm  # noqa: F401
 
-    from keras_spectralkd.convert import from_timm, load_state_dict
-    from keras_spectralkd.convert.timm import ConversionError
+    from keras_spectralkd.convert import ConversionError, from_timm, load_state_dict, pretrained
     from keras_spectralkd.models import list_models, model_family
 
     if model_name not in list_models():
@@ -78,11 +78,20 @@ def convert(model_name, checkpoint, output, image_size=None, dtype=None, model_k
             f"--model={model_name!r} is not a registered model; expected one of: "
             f"{', '.join(list_models())}"
         )
-    if not os.path.exists(checkpoint):
-        raise FileNotFoundError(f"--checkpoint={checkpoint!r} does not exist.")
     started = time.perf_counter()
-    log(f"reading {checkpoint} ...")
-    state = load_state_dict(checkpoint)
+    if pretrained.is_timm_pretrained_name(checkpoint):  # timm's weights: "cait_s24_224.fb_dist_in1k"
+        if pretrained.split_name(checkpoint)[0] != model_name:
+            raise cli.UsageError(
+                f"--checkpoint={checkpoint!r} names timm weights of another model than "
+                f"--model={model_name!r}."
+            )
+        log(f"fetching timm's pretrained weights {checkpoint} ...")
+        state = pretrained.load_pretrained_state_dict(checkpoint)
+    else:
+        if not os.path.exists(checkpoint):
+            raise FileNotFoundError(f"--checkpoint={checkpoint!r} does not exist.")
+        log(f"reading {checkpoint} ...")
+        state = load_state_dict(checkpoint)
     num_values = sum(int(v.size) for v in state.values())
     log(f"read {len(state)} tensors, {num_values / 1e6:.1f}M values "
         f"({time.perf_counter() - started:.1f} s)")
@@ -172,7 +181,9 @@ def build_parser():
     parser.add_argument("--model", required=True,
                         help="A registered (timm) model name, e.g. cait_s24_224.")
     parser.add_argument("--checkpoint", required=True,
-                        help="timm state dict: .safetensors, .pth, .pt or .bin.")
+                        help="timm state dict (.safetensors, .pth, .pt or .bin), or a timm "
+                        "name[.tag] (e.g. cait_s24_224.fb_dist_in1k): timm's pretrained weights "
+                        "from its cache, downloaded if online.")
     parser.add_argument("--output", required=True,
                         help="Where to save: PATH.keras or PATH.weights.h5 (existing folder).")
     parser.add_argument("--image_size", type=int, default=None,
