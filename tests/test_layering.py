@@ -35,7 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / PACKAGE
 API = "(the package __init__)"
 LAYERS = [
     ("spectral", "models", "data", "_perf"),
-    ("convert", "distiller", "analysis", "training"),
+    ("convert", "distiller", "distillation_loss", "analysis", "training"),
     ("callbacks",),
     (API,),
     ("recipes",),

@@ -114,10 +114,10 @@ def test_names(hf_cache, tmp_path):
 @one_backend
 def test_the_recipes_and_the_converter_take_a_timm_name(hf_cache, tmp_path):
     """`--teacher_weights` and `--checkpoint` accept `arch[.tag]` where they accept a file."""
-    import importlib.util
     import types
 
-    from keras_spectralkd.training import runner
+    from keras_spectralkd.recipes import runner
+    from keras_spectralkd.tools import convert_timm as tool
 
     recipe = types.SimpleNamespace(teacher_source="(how to get it)")
     config = types.SimpleNamespace(
@@ -132,12 +132,6 @@ def test_the_recipes_and_the_converter_take_a_timm_name(hf_cache, tmp_path):
 
     state = {k: v.contiguous() for k, v in timm.create_model(NAME).state_dict().items()}
     put_in_cache(hf_cache, REPO, "model.safetensors", state)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec = importlib.util.spec_from_file_location(
-        "convert_timm_tool", os.path.join(root, "tools", "convert_timm.py")
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     output = str(tmp_path / "deit.weights.h5")
     model = tool.convert(NAME, f"{NAME}.fb_in1k", output, log=lambda line: None)
     assert os.path.getsize(output) > 1e6
