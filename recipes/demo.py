@@ -13,9 +13,11 @@ What it does (the paper's pipeline in miniature):
    with the teacher's; the spectral alignment loss between each student's and the teacher's
    paired maps) and says where the plots and TensorBoard logs are.
 
-The data are Fashion-MNIST (28x28, 10 classes) from the `dataset-fashion-mnist` Debian package
-or Keras' loader, made 3-channel; the default subset (10k train / 2k test images) and epochs
-fit the time budget. Everything is written under --output_dir (default runs/demo); a second
+The data are Fashion-MNIST (28x28, 10 classes), made 3-channel: the full set when it is found
+(the `dataset-fashion-mnist` Debian package, Keras' cache, or a download when online), else the
+subset shipped with the package, so the demo runs on a fresh machine offline; the first line
+says which. The default fixed subset (10k train / 2k test images) is the same from either
+source, and it and the epochs fit the time budget. Everything is written under --output_dir (default runs/demo); a second
 run with the same directory resumes or reuses the finished parts.
 """
 
@@ -25,6 +27,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# First: Keras and TensorFlow imported without TensorFlow's C++ start-up lines ("could not find
+# cuda drivers", "failed call to cuInit", ...), which mean nothing on a CPU machine.
+from keras_spectralkd import _startup  # noqa: E402
+
+_startup.quiet_import("keras", "tensorflow")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -188,6 +196,7 @@ def run_demo(config):
             ))
         results[name] = _fit(name, distiller, data, config, config.student_epochs, callbacks)
         profiles[name] = _profile(model, data, config, f"student ({name})")
+        results[name]["intensity"] = [float(v) for v in profiles[name].intensity]
         results[name]["profile_correlation"] = analysis.profile_correlation(
             teacher_profile, profiles[name]
         )

@@ -208,7 +208,8 @@ def _load(data_dir, allow_download, allow_embedded):
         data, order = load_embedded_subset()
         return data, (
             f"the subset shipped with the package ({len(data[0][1])} train / "
-            f"{len(data[1][1])} test images; for the full set, {HOW_TO_GET_FULL})"
+            f"{len(data[1][1])} test images; for the full set: `apt-get install "
+            "dataset-fashion-mnist`, or run once online)"
         ), order
     raise FileNotFoundError(f"Fashion-MNIST was not found: {HOW_TO_GET_FULL}.")
 
