@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 from keras_spectralkd import Distiller, analysis, spectral_alignment_loss  # noqa: E402
 from keras_spectralkd.data import fashion_mnist_data  # noqa: E402
 from keras_spectralkd.models import create  # noqa: E402
+from keras_spectralkd.tools import study  # noqa: E402
 from keras_spectralkd.training import checkpoint as checkpoint_lib  # noqa: E402
 from keras_spectralkd.training import ema as ema_lib, loop  # noqa: E402
 from keras_spectralkd.training.optimizer import create_optimizer  # noqa: E402
@@ -64,13 +65,9 @@ class DemoConfig:
     # Random shifts and flips slow these few-epoch runs down a lot (a linear probe drops from
     # 85% to 70% test accuracy after 3 epochs with them): off by default.
     augment: bool = False
-    teacher: dict = dataclasses.field(
-        # CaiT's paper sets LayerScale to 0.1 for networks up to 18 blocks (1e-5 is for 24).
-        default_factory=lambda: dict(embed_dim=128, depth=6, num_heads=4, init_values=0.1)
-    )
-    student: dict = dataclasses.field(
-        default_factory=lambda: dict(embed_dim=48, depth=4, num_heads=3)
-    )
+    # The miniature's models, one definition for the demo and the study.
+    teacher: dict = dataclasses.field(default_factory=lambda: dict(study.TEACHER))
+    student: dict = dataclasses.field(default_factory=lambda: dict(study.STUDENT))
     spectral_weight: float = 0.2
     profile_images: int = 512
     seed: int = 0

@@ -53,6 +53,10 @@ MODE_SETTINGS = {
     "spectralkd": dict(mode="soft", pairs=True),
 }
 BACKENDS = ("tensorflow", "jax", "torch")
+# The miniature's models, shared with recipes/demo.py. CaiT's paper sets LayerScale to 0.1 for
+# networks up to 18 blocks (1e-5 is for 24).
+TEACHER = dict(embed_dim=128, depth=6, num_heads=4, init_values=0.1)
+STUDENT = dict(embed_dim=48, depth=4, num_heads=3)
 # Settings that must not change when a study in an existing folder is resumed.
 _FIXED_ON_RESUME = (
     "teacher_epochs", "student_epochs", "train_size", "test_size", "image_size", "patch_size",
@@ -87,13 +91,8 @@ class StudyConfig:
     # Off: in runs of a few epochs random shifts and flips slow learning more than they help
     # (the demo measured it); the paired design holds either way.
     augment: bool = False
-    teacher: dict = dataclasses.field(
-        # CaiT's paper sets LayerScale to 0.1 for networks up to 18 blocks (1e-5 is for 24).
-        default_factory=lambda: dict(embed_dim=128, depth=6, num_heads=4, init_values=0.1)
-    )
-    student: dict = dataclasses.field(
-        default_factory=lambda: dict(embed_dim=48, depth=4, num_heads=3)
-    )
+    teacher: dict = dataclasses.field(default_factory=lambda: dict(TEACHER))
+    student: dict = dataclasses.field(default_factory=lambda: dict(STUDENT))
     spectral_weight: float = 0.2  # SPEC.md 4: w_fft of the DeiT students
     alpha: float = 0.9
     temperature: float = 1.0
