@@ -3,7 +3,12 @@
 The public API, re-exported; see README.md and SPEC.md for what each piece computes.
 """
 
-from keras_spectralkd.spectral import (
+from keras_spectralkd import _startup
+
+# Keras may import TensorFlow: without its C++ start-up lines on the console (see _startup).
+_startup.quiet_import("keras")
+
+from keras_spectralkd.spectral import (  # noqa: E402
     channel_spectrum,
     frequency_intensity,
     pool_channels,
@@ -11,7 +16,7 @@ from keras_spectralkd.spectral import (
     spectral_alignment_loss,
     spectral_pair_loss,
 )
-from keras_spectralkd.distiller import Distiller
-from keras_spectralkd.distillation_loss import SpectralDistillation
+from keras_spectralkd.distiller import Distiller  # noqa: E402
+from keras_spectralkd.distillation_loss import SpectralDistillation  # noqa: E402
 
 __version__ = "0.1.0"

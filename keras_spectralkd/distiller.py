@@ -150,9 +150,10 @@ class Distiller(keras.Model):
     Labels may be integer class ids (B,) or one-hot / soft targets (B, K) (e.g. from MixUp);
     smoothing is applied to both: `(1 - ls) * y + ls / K`.
 
-    Logged metrics: `loss` (total), `ce_loss`, `kd_loss`, `spectral_loss` and one
-    `spectral_loss_pair_{i}` per pair (in the order of `layer_pairs`), plus compiled metrics on
-    the student's logits. `evaluate` and `predict` use the student only; the evaluation loss is
+    Logged metrics: `loss` (total), `ce_loss`, and only where the mode uses them `kd_loss`
+    (modes "soft", "hard"), `spectral_loss` and one `spectral_loss_pair_{i}` per pair (in the
+    order of `layer_pairs`), plus compiled metrics on the student's logits. The trackers of
+    unused terms are None. `evaluate` and `predict` use the student only; the evaluation loss is
     the plain cross-entropy (no smoothing), as the reference evaluates.
     """
 
@@ -204,9 +205,13 @@ class Distiller(keras.Model):
         if teacher is not None:
             teacher.trainable = False
 
+        # Only the terms this mode uses are tracked: no all-zero columns in the logs.
+        uses_kd = mode in ("soft", "hard")
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
-        self.kd_tracker = keras.metrics.Mean(name="kd_loss")
-        self.spectral_tracker = keras.metrics.Mean(name="spectral_loss")
+        self.kd_tracker = keras.metrics.Mean(name="kd_loss") if uses_kd else None
+        self.spectral_tracker = (
+            keras.metrics.Mean(name="spectral_loss") if self.layer_pairs else None
+        )
         self.pair_trackers = [
             keras.metrics.Mean(name=f"spectral_loss_pair_{i}") for i in range(len(self.layer_pairs))
         ]
@@ -394,8 +399,10 @@ class Distiller(keras.Model):
                 total = total + (self.beta * self.spectral_weight) * spectral_loss
         batch = ops.shape(logits)[0]
         self.ce_tracker.update_state(ce, sample_weight=batch)
-        self.kd_tracker.update_state(kd, sample_weight=batch)
-        self.spectral_tracker.update_state(spectral_loss, sample_weight=batch)
+        if self.kd_tracker is not None:
+            self.kd_tracker.update_state(kd, sample_weight=batch)
+        if self.spectral_tracker is not None:
+            self.spectral_tracker.update_state(spectral_loss, sample_weight=batch)
         for tracker, value in zip(self.pair_trackers, pair_losses):
             tracker.update_state(value, sample_weight=batch)
         return _scale_for_replicas(total)
@@ -406,6 +413,7 @@ class Distiller(keras.Model):
         logits = y_pred["logits"] if training else y_pred
         results = super().compute_metrics(x, y, logits, sample_weight=sample_weight)
         terms = [self.ce_tracker, self.kd_tracker, self.spectral_tracker] + self.pair_trackers
+        terms = [tracker for tracker in terms if tracker is not None]
         if not training:  # evaluation runs the student alone: the KD terms mean nothing there
             for tracker in terms:
                 results.pop(tracker.name, None)

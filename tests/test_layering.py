@@ -34,7 +34,7 @@ PACKAGE = "keras_spectralkd"
 ROOT = pathlib.Path(__file__).resolve().parent.parent / PACKAGE
 API = "(the package __init__)"
 LAYERS = [
-    ("spectral", "models", "data", "_perf"),
+    ("spectral", "models", "data", "_perf", "_startup"),
     ("convert", "distiller", "distillation_loss", "analysis", "training"),
     ("callbacks",),
     (API,),
