@@ -35,8 +35,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / PACKAGE
 API = "(the package __init__)"
 LAYERS = [
     ("spectral", "models", "data", "_perf", "_startup"),
-    ("convert", "distiller", "distillation_loss", "analysis", "training"),
-    ("callbacks",),
+    ("convert", "distiller", "analysis", "training"),
+    ("callbacks", "distillation_loss"),
     (API,),
     ("recipes",),
     ("tools",),

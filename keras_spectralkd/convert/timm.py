@@ -7,7 +7,6 @@ strict bookkeeping and the copy helpers live in `weight_map.py`, each family's n
 """
 
 from keras_spectralkd.convert.weight_map import (
-    FAMILY_SIGNATURES,
     ConversionError,
     WeightMap,
     checkpoint_family,
@@ -52,10 +51,10 @@ def from_timm(name, state_dict=None, model=None, **create_kwargs):
     name = name.partition(".")[0]  # timm's "arch.tag": the tag names weights, not a model
     state = load_state_dict(state_dict)
     family = registry.model_family(name)
-    found = checkpoint_family(state)
+    found, evidence = checkpoint_family(state)
     if found is not None and found != family:
         raise ConversionError(
-            f"The checkpoint is a {found} model (it has {FAMILY_SIGNATURES[found]}), but "
+            f"The checkpoint is a {found} model (it has {evidence}), but "
             f"{name!r} is a {family} model; pass the checkpoint of a {family} model or "
             "the matching model name."
         )

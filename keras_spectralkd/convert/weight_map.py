@@ -92,20 +92,25 @@ def _read_checkpoint(path, read):
         ) from None
 
 
-# Tensors only one family's checkpoints have (timm names), to name a wrong architecture at once.
+# Tensors only one family's checkpoints have (timm names), to name a wrong architecture at once:
+# Swin's relative-position tables; CaiT's talking-heads projections (present also without
+# class-attention blocks) or its class-attention queries; ViT's fused qkv (CaiT has one too, so
+# it is looked at last).
 FAMILY_SIGNATURES = {
-    "swin": "layers.0.blocks.0.attn.relative_position_bias_table",
-    "cait": "blocks_token_only.0.attn.q.weight",
-    "vit": "blocks.0.attn.qkv.weight",
+    "swin": ("layers.0.blocks.0.attn.relative_position_bias_table",),
+    "cait": ("blocks.0.attn.proj_l.weight", "blocks_token_only.0.attn.q.weight"),
+    "vit": ("blocks.0.attn.qkv.weight",),
 }
 
 
 def checkpoint_family(state_dict):
-    """The model family a timm state dict belongs to ("vit", "cait", "swin"), or None."""
-    for family, key in FAMILY_SIGNATURES.items():  # cait before vit: both have blocks.*
-        if key in state_dict:
-            return family
-    return None
+    """The model family a timm state dict belongs to ("vit", "cait", "swin"), or None; with the
+    tensor that gave it away."""
+    for family, keys in FAMILY_SIGNATURES.items():  # cait before vit: both have blocks.*
+        for key in keys:
+            if key in state_dict:
+                return family, key
+    return None, None
 
 
 # === Strict assignment ===
