@@ -417,3 +417,46 @@ def _(tmp_path, capsys):
     from keras_spectralkd.training import distribute
 
     return raised(distribute.Distribution("multi_worker_mirrored", 2).check_batch_size, 7)
+
+
+@case("R4")
+def _(tmp_path, capsys):
+    from keras_spectralkd.training import loop
+
+    saved = {"run_info": {"student": "deit_tiny_patch16_224", "mode": "soft"}}
+    now = {"student": "deit_tiny_patch16_224", "mode": "none"}
+    return raised(loop.check_run_info, saved, now, str(tmp_path / "run"))
+
+
+@case("R5")
+def _(tmp_path, capsys):
+    from keras_spectralkd.training import loop
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.full((8, 3), np.nan, "float32")
+    labels = np.zeros((8,), "int32")
+
+    def train_data(epoch, skip):
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices((images, labels)).batch(4).skip(skip)
+
+    return raised(loop.train, model, train_data, epochs=1, steps_per_epoch=2,
+                  output_dir=str(tmp_path / "run"), verbose=0)
+
+
+@case("C8")
+def _(tmp_path, capsys):
+    from keras_spectralkd.convert import from_timm
+
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        return raised(from_timm, "cait_s24_224")
+    finally:
+        if previous is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
