@@ -49,7 +49,9 @@ class SpectralTensorBoard(keras.callbacks.Callback):
     Events go to `os.path.join(log_dir, "spectral")`, a run of its own next to the `train` and
     `validation` runs of `keras.callbacks.TensorBoard(log_dir)`. Works on every backend (the
     summaries are written with `tf.summary` from numpy values). In a multi-process run only the
-    chief (TF: `should_checkpoint`; JAX: process 0; torch: rank 0) computes and writes anything.
+    chief (TF: `should_checkpoint`; JAX: process 0; torch: rank 0) writes; on JAX every process
+    computes (the probe's forward runs on arrays that span every process's devices, so all must
+    take part, or the chief waits for the others forever): add the callback on every process.
 
     Args:
         log_dir: the TensorBoard log directory.
@@ -87,7 +89,7 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         return os.path.join(self.log_dir, "spectral")
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every_n_epochs == 0 and is_chief():
+        if (epoch + 1) % self.every_n_epochs == 0 and (is_chief() or _computes_on_every_process()):
             self.log_spectra(epoch)
 
     def on_train_end(self, logs=None):
@@ -123,7 +125,8 @@ class SpectralTensorBoard(keras.callbacks.Callback):
                 f"backbone with `forward_intermediates`; got {type(model).__name__}."
             )
         images["spectral/intensity_profile"] = (_figure_to_rgb(_fixed_margins(figure)), None)
-        self._write(step, scalars, images)
+        if is_chief():
+            self._write(step, scalars, images)
         return scalars
 
     def _distiller_summaries(self, distiller, step):
@@ -320,6 +323,15 @@ def custom_scalars_layout():
             )
         ]
     )
+
+
+def _computes_on_every_process():
+    """True in a multi-process JAX run, where computations on the model need every process."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.process_count() > 1
 
 
 def is_chief():

@@ -501,9 +501,11 @@ def run(recipe, config, data=None):
                  f"{schedule.base_lr:.3g}, EMA {config.ema_decay or 'off'}.")
 
     callbacks = []
-    if config.tensorboard and distribution.is_chief:
+    if config.tensorboard:
         log_dir = os.path.join(config.output_dir, "tensorboard")
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
+        if distribution.is_chief:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
+        # On every process: it writes on the chief only, but under JAX all must compute.
         if teacher is not None and hasattr(student, "forward_intermediates"):
             probe = next(iter(data.validation))[0][:8]
             callbacks.append(
