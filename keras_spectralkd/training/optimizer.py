@@ -69,19 +69,20 @@ def declared_no_decay_paths(model):
     return paths
 
 
+def _exempt(variable, declared_paths):
+    """timm's rule: a 1-D weight, or one the model declares in `no_weight_decay()`."""
+    return len(variable.shape) <= 1 or variable.path in declared_paths
+
+
 def is_no_decay_variable(variable, model):
     """timm's rule for one variable of `model`: 1-D, or declared by `model.no_weight_decay()`."""
-    return len(variable.shape) <= 1 or variable.path in declared_no_decay_paths(model)
+    return _exempt(variable, declared_no_decay_paths(model))
 
 
 def no_weight_decay_variables(model):
     """The trainable variables of `model` that AdamW must not decay (timm's rule)."""
     declared = declared_no_decay_paths(model)
-    return [
-        variable
-        for variable in model.trainable_variables
-        if len(variable.shape) <= 1 or variable.path in declared
-    ]
+    return [variable for variable in model.trainable_variables if _exempt(variable, declared)]
 
 
 def create_optimizer(
