@@ -337,7 +337,15 @@ class Distiller(keras.Model):
     def _targets(self, y, num_classes, smoothing):
         y = ops.convert_to_tensor(y)
         if len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[-1] == 1):
-            y = ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), num_classes)
+            ids = ops.cast(ops.reshape(y, (-1,)), "int32")
+            # A class id outside [0, num_classes) would one-hot to all zeros and train silently
+            # on a wrong target; inside a compiled step it cannot raise, so its target row is
+            # NaN: the loss turns NaN and `training.StopOnNonFiniteLoss` stops the run, naming
+            # this cause (docs/errors.md D13).
+            valid = ops.logical_and(ids >= 0, ids < num_classes)
+            y = ops.where(ops.expand_dims(valid, -1),
+                          ops.one_hot(ops.clip(ids, 0, num_classes - 1), num_classes,
+                                      dtype="float32"), float("nan"))
         elif len(y.shape) != 2 or y.shape[-1] != num_classes:
             raise ValueError(
                 f"Labels must be class ids (B,) or targets (B, {num_classes}); got shape "

@@ -482,6 +482,14 @@ def run(recipe, config, data=None):
                  f"{steps_per_epoch} steps/epoch; {distribution.describe()}; precision "
                  f"{precision}.")
 
+    left_out = distribution.evaluation_images_left_out(data.num_validation_examples,
+                                                       config.batch_size)
+    if left_out:
+        _log(config, f"[{recipe.name}] note: {left_out} of the {data.num_validation_examples} "
+                     f"validation images are not evaluated (the last batch is cut to a multiple "
+                     f"of the {distribution.num_replicas} devices); pick a batch size that "
+                     "divides the validation set to evaluate all.")
+
     with distribution.scope():
         teacher = None
         if config.mode != "none":
@@ -528,17 +536,21 @@ def run(recipe, config, data=None):
     )
 
     student_path = os.path.join(config.output_dir, "student.keras")
+    if distribution.is_chief:
+        tmp = student_path[: -len(".keras")] + f".tmp-{os.getpid()}.keras"
+        student.save(tmp)
+        os.replace(tmp, student_path)
+    if ema_lib.uses_ema(distiller):
+        # Every process swaps (under JAX the swap's device_put on global arrays is a collective
+        # that all processes must join: a chief-only swap hangs); only the chief writes.
+        with ema_lib.ema_weights(distiller):
+            if distribution.is_chief:
+                checkpoint_lib.atomic_save_weights(
+                    student, os.path.join(config.output_dir, "student_ema.weights.h5")
+                )
     if not distribution.is_chief:
         return {"recipe": recipe.name, "worker": distribution.process_index,
                 "final": result.history[-1] if result.history else {}, "run_dir": run_dir}
-    tmp = student_path[: -len(".keras")] + f".tmp-{os.getpid()}.keras"
-    student.save(tmp)
-    os.replace(tmp, student_path)
-    if ema_lib.uses_ema(distiller):
-        with ema_lib.ema_weights(distiller):
-            checkpoint_lib.atomic_save_weights(
-                student, os.path.join(config.output_dir, "student_ema.weights.h5")
-            )
     final = result.history[-1] if result.history else {}
     summary = {
         "recipe": recipe.name,

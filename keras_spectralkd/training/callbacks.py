@@ -70,7 +70,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             f"The training loss became {loss} at {where}; training stopped. Logged terms "
             f"(running means over the epoch): {terms}. {kept} Usual causes: a learning rate "
             "too high for the batch size, float16 overflow (try --precision=mixed_bfloat16 or "
-            "float32), or a teacher whose weights did not load (check its accuracy)."
+            "float32), a teacher whose weights did not load (check its accuracy), or class ids "
+            "outside [0, num_classes) in the labels (they make the cross-entropy NaN)."
         )
 
 

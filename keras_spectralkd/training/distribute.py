@@ -85,6 +85,14 @@ class Distribution:
                 f"{self.num_replicas}."
             )
 
+    def evaluation_images_left_out(self, num_examples, global_batch_size):
+        """How many images of an evaluation set of `num_examples` in batches of
+        `global_batch_size` are not evaluated: under JAX data parallelism the last, partial batch
+        is cut to a multiple of the device count (`_EvenSplitDataParallel`); elsewhere 0."""
+        if self.kind != "data_parallel" or not num_examples:
+            return 0
+        return (num_examples % global_batch_size) % self.num_replicas
+
     def describe(self):
         devices = ", ".join(self.devices) if self.devices else "default device"
         processes = (f", process {self.process_index} of {self.num_processes}"
@@ -205,6 +213,41 @@ def setup_distribution(strategy="auto", devices=None):
     return Distribution("one_device", 1)
 
 
+class _EvenSplitDataParallel(keras.distribution.DataParallel):
+    """`keras.distribution.DataParallel` whose tf.data batches split evenly over every device.
+
+    Keras' own split (`DataParallel.distribute_tf_dataset`) rebatches to the per-process size and
+    deals the pieces out round-robin: a partial last batch (evaluation sets keep theirs) then
+    gives the processes pieces of different sizes, so each one evaluates a different batch and
+    the chief's `val_*` numbers cover only its own piece (found by
+    tests/training/test_multiprocess.py: chief 0.25, worker 0.5, one process 0.333). Here every
+    global batch is cut to a multiple of the device count (only a partial last batch can lose
+    rows: fewer than the device count, reported by `Distribution.evaluation_images_left_out`)
+    and process p takes the p-th equal slice, so the global array the step sees is the global
+    batch itself, on one process or many.
+    """
+
+    def distribute_dataset(self, dataset):
+        import tensorflow as tf
+
+        if not isinstance(dataset, tf.data.Dataset):
+            return super().distribute_dataset(dataset)
+        num_devices = int(self.device_mesh.devices.size)
+        num_processes, process = self.num_processes, self._process_id
+        per_process = num_devices // num_processes
+
+        def take_slice(*batch):
+            rows = tf.shape(tf.nest.flatten(batch)[0])[0]
+            size = rows // num_devices * per_process
+            piece = tf.nest.map_structure(lambda t: t[process * size:(process + 1) * size], batch)
+            return piece if len(piece) > 1 else piece[0]
+
+        def not_empty(*batch):
+            return tf.shape(tf.nest.flatten(batch)[0])[0] > 0
+
+        return dataset.map(take_slice).filter(not_empty).prefetch(tf.data.AUTOTUNE)
+
+
 def _fix_keras_multi_worker_build():
     """Works around two bugs of Keras 3.15's TensorFlow trainer under MultiWorkerMirroredStrategy.
 
@@ -301,7 +344,7 @@ def _setup_jax(strategy, devices):
                 "would train alone; use 'auto' or 'data_parallel'."
             )
         return Distribution("one_device", 1, devices=(str(devices[0]),))
-    distribution = keras.distribution.DataParallel(devices=devices)
+    distribution = _EvenSplitDataParallel(devices=devices)
     keras.distribution.set_distribution(distribution)
     return Distribution(
         "data_parallel",

@@ -128,6 +128,25 @@ def _(tmp_path, capsys):
     return raised(distiller.compute_loss, IMAGES, np.zeros((2, 5), "float32"), y_pred)
 
 
+@case("D13")
+def _(tmp_path, capsys):
+    from keras_spectralkd.training import loop
+
+    distiller = _distiller(_tiny(12, 4), _tiny(6, 3), [(0, 0)])
+    distiller.compile(optimizer="sgd")
+    num_classes = distiller.student.output_shape[-1]
+    images = np.zeros((4, 8, 8, 3), "float32")
+    labels = np.array([0, 1, num_classes, 0], "int32")  # one class id past the head
+
+    def train_data(epoch, skip):
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices((images, labels)).batch(4).skip(skip)
+
+    return raised(loop.train, distiller, train_data, epochs=1, steps_per_epoch=1,
+                  output_dir=str(tmp_path / "run"), verbose=0)
+
+
 @case("D8")
 def _(tmp_path, capsys):
     distiller = _distiller(_tiny(12, 4), _tiny(6, 3), [(0, 0)])
