@@ -3,7 +3,9 @@
 Builds the demo's CaiT teacher and DeiT student (28x28 images, 7x7 patches, 10k training images,
 batch 128), trains the spectral-KD student for `--epochs` epochs with the callback logging every
 epoch, and prints the mean epoch time without the callback's work, the mean time of one
-`log_spectra` (intensity image + one spectrum image per pair + scalars), and their ratio.
+`log_spectra` (intensity image + one spectrum image per pair + scalars), their ratio, and where a
+log's time goes: the student's probe (forward and pair math), the intensity figure (matplotlib),
+writing the summaries (PNG encoding included) and the rest (profiles, spectrum panels, scalars).
 
     KERAS_BACKEND=tensorflow python benchmarks/spectral_tensorboard.py --epochs 3
 
@@ -27,17 +29,42 @@ from keras_spectralkd.models import create  # noqa: E402
 
 
 class TimedSpectralTensorBoard(SpectralTensorBoard):
-    """Records the wall time of each `log_spectra` and of each epoch without it."""
+    """Records the wall time of each `log_spectra`, of its parts, and of each epoch without it."""
+
+    PARTS = ("teacher forward", "student probe", "intensity figure", "writing")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.log_times, self.epoch_times = [], []
+        self.part_times = []  # per log: part -> seconds
+
+    def _timed(self, part, function, *args, wait=False):
+        started = time.perf_counter()
+        result = function(*args)
+        if wait:  # JAX dispatches asynchronously: wait for the values, so the time lands here
+            keras.tree.map_structure(keras.ops.convert_to_numpy, result)
+        self.part_times[-1][part] += time.perf_counter() - started
+        return result
+
+    def _profile_and_maps(self, *args):
+        return self._timed("teacher forward", super()._profile_and_maps, *args)
+
+    def _student_probe(self, *args):
+        probe = super()._student_probe(*args)
+        return lambda *inputs: self._timed("student probe", probe, *inputs, wait=True)
+
+    def _intensity_image(self, *args):
+        return self._timed("intensity figure", super()._intensity_image, *args)
+
+    def _write(self, *args):
+        return self._timed("writing", super()._write, *args)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_times.append(time.perf_counter() - self._epoch_start)
+        self.part_times.append(dict.fromkeys(self.PARTS, 0.0))
         started = time.perf_counter()
         super().on_epoch_end(epoch, logs)
         self.log_times.append(time.perf_counter() - started)
@@ -62,7 +89,7 @@ def main():
         callback = TimedSpectralTensorBoard(log_dir, images[:8])
         distiller.fit(images, labels, batch_size=128, epochs=args.epochs, verbose=0,
                       callbacks=[callback])
-    # The first epoch compiles the step and the first log caches the teacher: report both ways.
+    # The first epoch compiles the step; the first log runs the teacher and compiles the probe.
     epoch = np.mean(callback.epoch_times[1:]) if args.epochs > 1 else callback.epoch_times[0]
     later = np.mean(callback.log_times[1:]) if args.epochs > 1 else callback.log_times[0]
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPUs, {len(pairs)} pairs")
@@ -70,6 +97,13 @@ def main():
     print(f"log_spectra: first {callback.log_times[0]:.3f} s, later {later:.3f} s")
     print(f"cost per epoch: {100 * later / epoch:.2f}% (first epoch: "
           f"{100 * callback.log_times[0] / callback.epoch_times[0]:.2f}%)")
+    for name, logs in (("first log", callback.part_times[:1]),
+                       ("later logs", callback.part_times[1:] or callback.part_times[:1])):
+        parts = {part: np.mean([log[part] for log in logs]) for part in callback.PARTS}
+        total = callback.log_times[0] if name == "first log" else later
+        parts["the rest"] = total - sum(parts.values())
+        print(f"{name}: " + ", ".join(f"{part} {1000 * seconds:.0f} ms"
+                                      for part, seconds in parts.items()))
 
 
 if __name__ == "__main__":

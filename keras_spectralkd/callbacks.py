@@ -1,5 +1,6 @@
 """Callbacks: SpectralKD's spectral view of training in TensorBoard."""
 
+import io
 import os
 
 import keras
@@ -46,6 +47,12 @@ class SpectralTensorBoard(keras.callbacks.Callback):
     without a teacher (mode "none", a control run), the student's alone, under
     `spectral/student/...`.
 
+    What is the same at every log is done once: the teacher's maps and pooled spectra, the
+    student's probe computation compiled into one function (a `tf.function` on TensorFlow, a
+    `jax.jit` on JAX, both reading the current weights; eager on torch), and the intensity figure,
+    whose values are replaced each time (`analysis.plots.IntensityPlot`). A log costs under 1% of
+    an epoch of the demo (0.07 s on 2 CPU cores; docs/ecosystem.md).
+
     Events go to `os.path.join(log_dir, "spectral")`, a run of its own next to the `train` and
     `validation` runs of `keras.callbacks.TensorBoard(log_dir)`. Works on every backend (the
     summaries are written with `tf.summary` from numpy values). In a multi-process run only the
@@ -56,7 +63,7 @@ class SpectralTensorBoard(keras.callbacks.Callback):
     Args:
         log_dir: the TensorBoard log directory.
         probe_images: (B, H, W, 3) preprocessed images, channels-last (a handful: the probe runs
-            eagerly, outside the compiled train step).
+            outside the train step, on the whole batch at once).
         every_n_epochs: log every n epochs (>= 1).
     """
 
@@ -78,7 +85,11 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         self.probe_images = probe
         self.every_n_epochs = int(every_n_epochs)
         self._writer = None
-        self._teacher_cache = None  # (teacher object, profile, maps)
+        # (teacher object, profile, maps, {(unit, channels): pooled map's L and rfft2}): the
+        # frozen teacher's share of a log, computed once per teacher.
+        self._teacher_cache = None
+        self._probe = None  # (student object, layer pairs, compiled probe function)
+        self._intensity_plot = None  # (labels, layer pairs, IntensityPlot, canvas)
         self._layout_written = False
         # tag -> (student, teacher, difference) magnitudes of the last `log_spectra` call.
         self.last_spectra = {}
@@ -108,23 +119,24 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         student = getattr(model, "student", None)
         images = {}
         if student is not None and getattr(model, "teacher", None) is not None:
-            scalars, figure, images = self._distiller_summaries(model, step)
+            scalars, intensity, images = self._distiller_summaries(model, step)
         elif student is not None or hasattr(model, "forward_intermediates"):
             # A Distiller without teacher (mode "none"), or a plain backbone: profile it alone.
             role, backbone = ("student", student) if student is not None else ("model", model)
-            profile = self._profile_and_maps(backbone, role)[0]
+            maps, _ = self._student_probe(backbone, ())(self.probe_images, [])
+            profile = profile_maps(
+                [to_float_array(m) for m in maps], name=_label(backbone, role), entropy=False
+            )
             scalars = _intensity_scalars(role, profile)
-            figure = plots.plot_intensity(
-                [profile],
-                [_label(backbone, role)],
-                title=f"Frequency intensity, epoch {step + 1}",
+            intensity = self._intensity_image(
+                [profile], [_label(backbone, role)], (), f"Frequency intensity, epoch {step + 1}"
             )
         else:
             raise ValueError(
                 f"SpectralTensorBoard needs a Distiller (with `student` and `teacher`) or a "
                 f"backbone with `forward_intermediates`; got {type(model).__name__}."
             )
-        images["spectral/intensity_profile"] = (_figure_to_rgb(_fixed_margins(figure)), None)
+        images["spectral/intensity_profile"] = (intensity, None)
         if is_chief():
             self._write(step, scalars, images)
         return scalars
@@ -138,11 +150,17 @@ class SpectralTensorBoard(keras.callbacks.Callback):
                     f"SpectralTensorBoard needs feature maps, but the {role} "
                     f"{getattr(model, 'name', model)!r} has no `forward_intermediates`."
                 )
-        student_profile, student_maps = self._profile_and_maps(student, "student")
         if self._teacher_cache is None or self._teacher_cache[0] is not teacher:
             teacher_profile, teacher_maps = self._profile_and_maps(teacher, "teacher")
-            self._teacher_cache = (teacher, teacher_profile, teacher_maps)
-        _, teacher_profile, teacher_maps = self._teacher_cache
+            self._teacher_cache = (teacher, teacher_profile, teacher_maps, {})
+        _, teacher_profile, teacher_maps, _ = self._teacher_cache
+        student_maps, pair_outputs = self._student_probe(student, pairs)(
+            self.probe_images, [teacher_maps[teacher_unit] for _, teacher_unit in pairs]
+        )
+        student_maps = [to_float_array(m) for m in student_maps]
+        student_profile = profile_maps(
+            student_maps, name=_label(student, "student"), entropy=False
+        )
 
         scalars = _intensity_scalars("student", student_profile)
         scalars.update(_intensity_scalars("teacher", teacher_profile))
@@ -150,24 +168,19 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         self.last_spectra = {}
         if pairs:
             losses, level_gaps = [], []
-            for student_unit, teacher_unit in pairs:
+            for (student_unit, teacher_unit), outputs in zip(pairs, pair_outputs):
                 name = f"student_{student_unit:02d}_teacher_{teacher_unit:02d}"
-                student_map, teacher_map = student_maps[student_unit], teacher_maps[teacher_unit]
-                loss = float(
-                    keras.ops.convert_to_numpy(
-                        spectral.spectral_pair_loss(student_map, teacher_map)
-                    )
+                loss, student_fft = outputs
+                pooled_level, pooled_fft = self._pooled_teacher(
+                    teacher_unit, student_maps[student_unit].shape[-1]
                 )
+                loss = float(keras.ops.convert_to_numpy(loss))
                 scalars[f"spectral/pair_loss/{name}"] = loss
                 losses.append(loss)
-                pooled = spectral.pool_channels(teacher_map, student_map.shape[-1])
-                level_gaps.append(
-                    abs(
-                        float(keras.ops.convert_to_numpy(spectral.frequency_intensity(student_map)))
-                        - float(keras.ops.convert_to_numpy(spectral.frequency_intensity(pooled)))
-                    )
-                )
-                magnitudes = pair_spectra(student_map, teacher_map)
+                # L(F_s) is the student's profile entry (float64, the same definition).
+                student_level = student_profile.intensity[student_unit]
+                level_gaps.append(abs(float(student_level) - pooled_level))
+                magnitudes = _mean_magnitudes(student_fft, pooled_fft)
                 self.last_spectra[f"spectral/spectrum/{name}"] = magnitudes
                 image, ranges = render_pair_spectra(*magnitudes)
                 images[f"spectral/spectrum/{name}"] = (image, spectra_description(ranges))
@@ -176,20 +189,75 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         scalars["spectral/profile_correlation"] = compare.profile_correlation(
             teacher_profile, student_profile
         )
-        figure = plots.plot_intensity(
+        intensity = self._intensity_image(
             [teacher_profile, student_profile],
             [f"teacher: {_label(teacher, 'teacher')}", f"student: {_label(student, 'student')}"],
-            layer_pairs=pairs or None,
-            title=f"Frequency intensity, epoch {step + 1}",
+            pairs,
+            f"Frequency intensity, epoch {step + 1}",
         )
-        return scalars, figure, images
+        return scalars, intensity, images
 
     def _profile_and_maps(self, model, role):
+        """One forward pass (the frozen teacher's, once per teacher): its profile and maps.
+
+        Eager on TensorFlow and torch. JAX compiles each op of an eager pass on its first use
+        (9 s for the demo's teacher on 2 loaded cores), so there one jit of the whole pass is
+        faster even for a single call.
+        """
+
+        def forward(images):
+            return model.forward_intermediates(images, indices=None, training=False)[1]
+
+        if keras.backend.backend() == "jax":
+            forward = _compile_reading(forward, model)
         with no_grad():
-            _, maps = model.forward_intermediates(self.probe_images, indices=None, training=False)
+            maps = forward(self.probe_images)
         maps = [to_float_array(m) for m in maps]
         profile = profile_maps(maps, name=_label(model, role), entropy=False)
         return profile, maps
+
+    def _pooled_teacher(self, teacher_unit, channels):
+        """L(pool(F_t)) and rfft2(pool(F_t)) as (real, imag) of the cached teacher's map of
+        `teacher_unit` pooled to `channels`: constants of the frozen teacher, computed once.
+
+        In float64 numpy, like the profiles (a handful of eager backend ops would cost more:
+        JAX compiles each on first use): the loss's pooling matrix (SPEC.md 2.2), the
+        orthonormal rfft2 over (H, W) that `spectral.rfft2` equals, and L from `profile_maps`,
+        as for the student's maps.
+        """
+        _, _, teacher_maps, pooled = self._teacher_cache
+        key = (teacher_unit, int(channels))
+        if key not in pooled:
+            teacher_map = np.asarray(teacher_maps[teacher_unit], dtype=np.float64)
+            matrix = spectral.channel_pooling_matrix(teacher_map.shape[-1], int(channels))
+            pooled_map = teacher_map @ matrix.astype(np.float64)
+            transform = np.fft.rfft2(pooled_map, axes=(1, 2), norm="ortho")
+            level = float(profile_maps([pooled_map], entropy=False).intensity[0])
+            pooled[key] = (level, (transform.real, transform.imag))
+        return pooled[key]
+
+    def _student_probe(self, student, pairs):
+        """`_probe_function(student, pairs)` compiled, built once per student and layer pairs."""
+        pairs = tuple(pairs)
+        if self._probe is None or self._probe[0] is not student or self._probe[1] != pairs:
+            probe = _compile_reading(_probe_function(student, pairs), student)
+            self._probe = (student, pairs, probe)
+        return self._probe[2]
+
+    def _intensity_image(self, profiles, labels, pairs, title):
+        """The intensity figure as (h, w, 3) uint8: built once, then its values replaced."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        key = (tuple(labels), tuple(pairs))
+        cached = self._intensity_plot
+        if cached is not None and cached[0] == key and cached[1].fits(profiles):
+            plot, canvas = cached[1:]
+            plot.update(profiles, title=title)
+        else:
+            plot = plots.IntensityPlot(profiles, labels, layer_pairs=pairs or None, title=title)
+            canvas = FigureCanvasAgg(_fixed_margins(plot.figure))
+            self._intensity_plot = (key, plot, canvas)
+        return _canvas_to_rgb(canvas)
 
     def _write(self, step, scalars, images):
         import tensorflow as tf
@@ -206,10 +274,9 @@ class SpectralTensorBoard(keras.callbacks.Callback):
                     step=int(step),
                 )
                 self._layout_written = True
-            for tag, (image, description) in images.items():
-                tf.summary.image(tag, image[None], max_outputs=1, description=description)
-            for tag, value in scalars.items():
-                tf.summary.scalar(tag, value)
+            tf.summary.experimental.write_raw_pb(
+                _summary(scalars, images).SerializeToString(), step=int(step)
+            )
         self._writer.flush()
 
 
@@ -229,12 +296,17 @@ def pair_spectra(student_map, teacher_map):
     """
     student_map = keras.ops.convert_to_tensor(student_map)
     pooled = spectral.pool_channels(teacher_map, student_map.shape[-1])
-    s_real, s_imag = spectral.rfft2(student_map)
-    t_real, t_imag = spectral.rfft2(pooled)
+    return _mean_magnitudes(spectral.rfft2(student_map), spectral.rfft2(pooled))
+
+
+def _mean_magnitudes(student_fft, pooled_fft):
+    """`pair_spectra`'s three magnitudes from the (real, imag) rfft2 of the two maps."""
+    s_real, s_imag, t_real, t_imag = (
+        np.asarray(keras.ops.convert_to_numpy(part), dtype=np.float64)
+        for part in (*student_fft, *pooled_fft)
+    )
 
     def mean_magnitude(real, imag):
-        real = np.asarray(keras.ops.convert_to_numpy(real), dtype=np.float64)
-        imag = np.asarray(keras.ops.convert_to_numpy(imag), dtype=np.float64)
         return np.fft.fftshift(np.hypot(real, imag).mean(axis=(0, 3)), axes=0)
 
     return (
@@ -242,6 +314,67 @@ def pair_spectra(student_map, teacher_map):
         mean_magnitude(t_real, t_imag),
         mean_magnitude(s_real - t_real, s_imag - t_imag),
     )
+
+
+# === The probe, compiled ===
+def _probe_function(student, pairs):
+    """The student's share of a log, as one function of `(images, teacher_maps)`, keras.ops only.
+
+    Args:
+        student: a backbone with `forward_intermediates`.
+        pairs: (student_unit, teacher_unit) layer pairs; `teacher_maps` holds the teacher's map
+            of each pair, in order (the frozen teacher's maps are computed once, elsewhere).
+    Returns:
+        `probe(images, teacher_maps) -> (maps, pair_outputs)`: every unit's (B, h, w, C) map of
+        the student in inference mode and, per pair, `(spectral_pair_loss, rfft2(F_s))`, the
+        rfft2 as (real, imag).
+    """
+    pairs = tuple(pairs)
+
+    def probe(images, teacher_maps):
+        _, maps = student.forward_intermediates(images, indices=None, training=False)
+        pair_outputs = []
+        for (student_unit, _), teacher_map in zip(pairs, teacher_maps):
+            student_map = maps[student_unit]
+            pair_outputs.append(
+                (spectral.spectral_pair_loss(student_map, teacher_map), spectral.rfft2(student_map))
+            )
+        return maps, pair_outputs
+
+    return probe
+
+
+def _compile_reading(function, model):
+    """`function` compiled once for the backend, reading `model`'s weights as they are at each call.
+
+    Run eagerly, the probe's forward pass and pair math spend far longer dispatching hundreds of
+    small ops than computing. TensorFlow: a `tf.function` (it reads the variables themselves).
+    JAX: `jax.jit` of a stateless version that takes the model's variable values as arguments
+    (a plain jit would bake the first call's weights in as constants). torch: eager, without
+    autograd (torch.compile would need a compiler toolchain at run time).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, autograph=False)
+    if backend == "jax":
+        import jax
+
+        variables = list(model.variables)
+
+        @jax.jit
+        def stateless(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return function(*args)
+
+        return lambda *args: stateless([variable.value for variable in variables], *args)
+
+    def eager(*args):
+        with no_grad():
+            return function(*args)
+
+    return eager
 
 
 PANEL_MIN_SIDE = 192  # pixels: a 4x3 spectrum is drawn as 192x144 in cells of solid colour
@@ -277,7 +410,7 @@ def render_pair_spectra(student, teacher, difference, cmap="magma"):
         unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
         rgb = (colormap(unit)[..., :3] * 255).round().astype(np.uint8)
         # Row 0 is the lowest vertical frequency: flip so it is drawn at the bottom.
-        panels.append(np.kron(rgb[::-1], np.ones((scale, scale, 1), dtype=np.uint8)))
+        panels.append(np.repeat(np.repeat(rgb[::-1], scale, axis=0), scale, axis=1))
     gap = np.full((height * scale, PANEL_GAP, 3), 255, dtype=np.uint8)
     image = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
     return image, {"shared": shared, "difference": own}
@@ -375,10 +508,47 @@ def _fixed_margins(figure):
     return figure
 
 
-def _figure_to_rgb(figure):
-    """Renders a matplotlib Figure to a (H, W, 3) uint8 array (no PNG round trip)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(figure)
+def _canvas_to_rgb(canvas):
+    """Draws a matplotlib Agg canvas into a (H, W, 3) uint8 array (no PNG round trip)."""
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _summary(scalars, images):
+    """One `Summary` proto of what `tf.summary.scalar` and `tf.summary.image` would write.
+
+    Written at once (`write_raw_pb`), where those run several eager TensorFlow ops per value
+    (checks, casts, PNG encoding, shape strings), which cost more than the work itself. Images are
+    PNG-encoded by Pillow at its fastest zlib level (large blocks of one colour, a white figure:
+    the files stay small).
+
+    Args:
+        scalars: tag -> float.
+        images: tag -> ((h, w, 3) uint8 image, markdown description or None).
+    """
+    from PIL import Image
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.image import metadata as image_metadata
+    from tensorboard.plugins.scalar import metadata as scalar_metadata
+    from tensorboard.util import tensor_util
+
+    summary = summary_pb2.Summary()
+    for tag, (image, description) in images.items():
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="png", compress_level=1)
+        height, width = image.shape[:2]
+        # tf.summary.image's layout: a string tensor [width, height, PNG bytes].
+        encoded = np.array([str(width).encode(), str(height).encode(), buffer.getvalue()],
+                           dtype=object)
+        summary.value.add(
+            tag=tag,
+            tensor=tensor_util.make_tensor_proto(encoded),
+            metadata=image_metadata.create_summary_metadata(None, description),
+        )
+    for tag, value in scalars.items():
+        summary.value.add(
+            tag=tag,
+            tensor=tensor_util.make_tensor_proto(np.float32(value)),
+            metadata=scalar_metadata.create_summary_metadata(None, None),
+        )
+    return summary

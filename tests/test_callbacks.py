@@ -189,6 +189,86 @@ def test_distiller_training_logs_spectral_panels(tmp_path, data):
             assert len(matched) == len(PAIRS) + 1
 
 
+def decoded(encoded):
+    import io
+
+    from matplotlib import image as mpimg
+
+    return (mpimg.imread(io.BytesIO(encoded[2]), format="png")[..., :3] * 255).round()
+
+
+def test_the_intensity_image_is_the_figure_of_its_epoch(tmp_path, data):
+    """The intensity figure is built once and then updated: each logged image is the figure
+    `plot_intensity` draws anew from that epoch's profiles (same size, margins and dpi)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from keras_spectralkd.analysis import plot_intensity
+    from keras_spectralkd.analysis import profile_maps
+    from keras_spectralkd.callbacks import _fixed_margins
+
+    images, labels = data
+    teacher = TinyBackbone(width=8, depth=4, name="teacher")
+    student = TinyBackbone(width=4, depth=2, name="student")
+    distiller = Distiller(teacher, student, layer_pairs=PAIRS, mode="soft")
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    callback = SpectralTensorBoard(tmp_path, images[:4])
+    distiller.fit(images, labels, batch_size=4, epochs=2, verbose=0, callbacks=[callback])
+
+    profiles = [
+        profile_maps(model.forward_intermediates(images[:4])[1], name=model.name, entropy=False)
+        for model in (teacher, student)
+    ]
+    figure = _fixed_margins(plot_intensity(
+        profiles, ["teacher: teacher", "student: student"], layer_pairs=PAIRS,
+        title="Frequency intensity, epoch 2",
+    ))
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    fresh = np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float64)
+    events = read_events(callback.event_dir)
+    first, last = (decoded(image) for _, image in events["spectral/intensity_profile"])
+    assert last.shape == fresh.shape
+    # Equal up to antialiasing: the maps recomputed here differ from the logged ones in float32
+    # rounding only, which can move a curve by a tiny fraction of a pixel.
+    np.testing.assert_allclose(last, fresh, atol=3)
+    assert np.abs(first - fresh).max() > 100  # the first epoch's figure is another picture
+
+
+def test_the_caches_follow_new_models(tmp_path, data):
+    """The teacher's maps and pooled spectra, the compiled probe and the intensity figure are
+    kept between logs; a model that is not the one they were made for gets its own."""
+    probe = data[0][:4]
+    callback = SpectralTensorBoard(tmp_path, probe)
+    # The same shapes twice (only the weights differ), then a narrower student.
+    for step, student_width in enumerate([4, 4, 2]):
+        teacher = TinyBackbone(width=8, depth=4, name="teacher")
+        student = TinyBackbone(width=student_width, depth=2, name="student")
+        callback.set_model(Distiller(teacher, student, layer_pairs=PAIRS))
+        scalars = callback.log_spectra(step)
+        _, teacher_maps = teacher.forward_intermediates(probe)
+        _, student_maps = student.forward_intermediates(probe)
+        for unit, teacher_map in enumerate(teacher_maps):
+            np.testing.assert_allclose(
+                scalars[f"spectral/teacher/intensity/unit_{unit:02d}"],
+                numpy_intensity(teacher_map), rtol=1e-5,
+            )
+        for unit, student_map in enumerate(student_maps):
+            np.testing.assert_allclose(
+                scalars[f"spectral/student/intensity/unit_{unit:02d}"],
+                numpy_intensity(student_map), rtol=1e-5,
+            )
+        for s, t in PAIRS:
+            name = f"student_{s:02d}_teacher_{t:02d}"
+            loss, magnitudes, level_gap = numpy_spectra(student_maps[s], teacher_maps[t])
+            np.testing.assert_allclose(scalars[f"spectral/pair_loss/{name}"], loss, rtol=1e-5)
+            for logged, expected in zip(callback.last_spectra[f"spectral/spectrum/{name}"],
+                                        magnitudes):
+                np.testing.assert_allclose(logged, expected, rtol=1e-4, atol=1e-7)
+    events = read_events(callback.event_dir)
+    sizes = [decoded(v).shape for _, v in events["spectral/intensity_profile"]]
+    assert len(sizes) == 3 and len(set(sizes)) == 1
+
+
 def test_every_n_epochs_and_a_plain_backbone(tmp_path, data):
     images, labels = data
     model = TinyBackbone(width=4, depth=3, name="plain")

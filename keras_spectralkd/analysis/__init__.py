@@ -4,6 +4,7 @@ from keras_spectralkd.analysis.compare import ProfileComparison
 from keras_spectralkd.analysis.compare import compare_profiles
 from keras_spectralkd.analysis.compare import profile_correlation
 from keras_spectralkd.analysis.compare import spectrum_distance
+from keras_spectralkd.analysis.plots import IntensityPlot
 from keras_spectralkd.analysis.plots import plot_entropy_magnitude
 from keras_spectralkd.analysis.plots import plot_intensity
 from keras_spectralkd.analysis.plots import plot_layer_spectra
@@ -17,6 +18,7 @@ from keras_spectralkd.analysis.selection import profile_ends
 from keras_spectralkd.analysis.selection import select_layer_pairs
 
 __all__ = [
+    "IntensityPlot",
     "Profile",
     "ProfileComparison",
     "compare_profiles",

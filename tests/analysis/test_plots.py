@@ -7,6 +7,7 @@ from analysis_helpers import make_profile
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
+from keras_spectralkd.analysis import IntensityPlot
 from keras_spectralkd.analysis import plot_entropy_magnitude
 from keras_spectralkd.analysis import plot_intensity
 from keras_spectralkd.analysis import plot_layer_spectra
@@ -84,6 +85,39 @@ def test_intensity_plot_variants(profiles):
         plot_intensity([teacher, student], layer_pairs=[(0, 0)], pairs_with=2)
     with pytest.raises(ValueError, match="2 labels for 1 profiles"):
         plot_intensity(teacher, labels=["a", "b"])
+
+
+def rgb(figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+@pytest.mark.parametrize("normalize", [None, "mean"])
+def test_an_updated_intensity_plot_draws_as_a_new_one(profiles, normalize):
+    teacher, student, swin = profiles
+    pairs = select_layer_pairs(teacher, 12)
+    # The student after "training": other values (a wider range, so the y axis moves too).
+    trained = make_profile(
+        np.linspace(0.9, 0.1, 12) ** 2, widths=[192] * 12, spectrum_fn=lambda f: np.exp(-f),
+        name="student",
+    )
+    plot = IntensityPlot([teacher, student], ["T", "S"], layer_pairs=pairs, normalize=normalize,
+                         title="epoch 1")
+    rgb(plot.figure)  # drawn once before, as a callback does
+    assert plot.fits([teacher, trained])
+    updated = rgb(plot.update([teacher, trained], title="epoch 2"))
+    fresh = rgb(plot_intensity([teacher, trained], ["T", "S"], layer_pairs=pairs,
+                               normalize=normalize, title="epoch 2"))
+    np.testing.assert_array_equal(updated, fresh)
+    assert not np.array_equal(updated, rgb(plot_intensity(
+        [teacher, student], ["T", "S"], layer_pairs=pairs, normalize=normalize, title="epoch 2")))
+    # Other units or widths need a new plot (the legend and the pair markers name them).
+    assert not plot.fits([teacher, swin]) and not plot.fits([teacher])
+    with pytest.raises(ValueError, match="units, depths and widths"):
+        plot.update([teacher, swin])
 
 
 def test_layer_spectra_plot(tmp_path, profiles):
