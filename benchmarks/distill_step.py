@@ -1,7 +1,8 @@
 """One full SpectralKD training step, timed side by side: the PyTorch reference vs ours.
 
 Contenders (each in its own process, since a Keras backend is fixed per process; timed in
-interleaved rounds, one step each per round, see benchmarks/_workers.py):
+interleaved rounds, `--steps_per_call` steps each per round, see benchmarks/_workers.py; ours
+through `fit` by default, as users train):
 - `reference`: timm models + SPEC.md 3's objective in PyTorch (tests/torch_objective.py),
   AdamW, the teacher under `torch.no_grad()` (as the public code);
 - `tensorflow`: our Distiller, `jit_compile=True` (XLA);
@@ -152,6 +153,7 @@ def run_reference(args):
         return terms["total"]
 
     step, first_loss = _torch_training_step(optimizer, losses, sync, args.warmup)
+    step = _repeated(step, args.steps_per_call)
 
     def extras():
         result = {"peak_rss_mb": peak_rss_mb()}  # the steps' peak, before the parts below
@@ -188,7 +190,18 @@ def _reference_teacher_ce(args, model, images, labels, device, bf16, sync):
         return F.cross_entropy(logits.float(), labels, label_smoothing=0.1)
 
     step, first_loss = _torch_training_step(optimizer, loss, sync, args.warmup)
+    step = _repeated(step, args.steps_per_call)
     return step, {"loss": first_loss}, lambda: {"peak_rss_mb": peak_rss_mb()}
+
+
+def _repeated(step, times):
+    """One timed call = `times` steps (the reference's side of --steps_per_call)."""
+
+    def steps():
+        for _ in range(times):
+            step()
+
+    return steps
 
 
 def _torch_training_step(optimizer, loss_fn, sync, warmup):
@@ -272,6 +285,18 @@ def run_keras(args):
     first_loss = float(step())  # compiles; the loss of the initial weights on this batch
     for _ in range(args.warmup - 1):
         step()
+    if args.loop == "fit":
+        # What users run: `fit`, which keeps the (JAX) state inside its loop between steps;
+        # `train_on_batch` pulls and re-assigns every variable around each step on JAX.
+        import tensorflow as tf
+
+        batches = tf.data.Dataset.from_tensors(
+            (keras.ops.convert_to_numpy(images), keras.ops.convert_to_numpy(labels))).repeat()
+        distiller.fit(batches, epochs=1, steps_per_epoch=args.steps_per_call, verbose=0)
+
+        def step():
+            return distiller.fit(batches, epochs=1, steps_per_epoch=args.steps_per_call,
+                                 verbose=0).history["loss"][-1]
 
     def extras():
         result = {"peak_rss_mb": peak_rss_mb()}  # the steps' peak, before the parts below
@@ -426,7 +451,8 @@ def worker_spec(args, contender, batch):
         sys.executable, os.path.abspath(__file__), "--child", "--contender", contender,
         "--batch", str(batch), "--pair", args.pair, "--steps", str(args.steps),
         "--warmup", str(args.warmup), "--dtype", args.dtype, "--device", args.device,
-        "--threads", str(args.threads), "--task", args.task,
+        "--threads", str(args.threads), "--task", args.task, "--loop", args.loop,
+        "--steps_per_call", str(args.steps_per_call),
     ]
     teacher_dtype = VARIANT_TEACHER_DTYPE.get(variant, args.teacher_dtype)
     command += ["--teacher_dtype", teacher_dtype] if teacher_dtype else []
@@ -452,7 +478,8 @@ def parent(args):
             results = {}
             for worker in workers:
                 log(f"[{worker.name}] spectral loss alone" + (", breakdown" if args.breakdown else ""))
-                results[worker.name] = {"seconds": worker.median, **worker.info, **worker.extras()}
+                results[worker.name] = {"seconds": worker.median / args.steps_per_call,
+                                        **worker.info, **worker.extras()}
         finally:
             for worker in workers:
                 worker.close()
@@ -471,7 +498,8 @@ def print_table(args, rows):
         what += f", ours with teacher_dtype={args.teacher_dtype}"
     print(f"\n{what}, "
           f"{args.dtype}, {args.device}, {args.threads} threads, median of {args.steps} "
-          f"interleaved rounds after {args.warmup} warm-up steps")
+          f"interleaved rounds of {args.steps_per_call} step(s) (ours through "
+          f"`{args.loop}`) after {args.warmup} warm-up steps")
     header = ("| batch | contender | s/step | img/s | vs reference | peak RSS (MB) "
               "| spectral share | first loss |")
     print(header)
@@ -523,6 +551,12 @@ def main():
     parser.add_argument("--contenders", default="reference,tensorflow,jax,torch")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--loop", default="fit", choices=["fit", "train_on_batch"],
+                        help="ours: time steps through `fit` (what users run; the default) or "
+                             "`train_on_batch` (adds a per-call state round trip on JAX)")
+    parser.add_argument("--steps_per_call", type=int, default=None,
+                        help="steps per timed call, for every contender (default: 4 with "
+                             "--loop fit, 1 with train_on_batch); the table shows s per step")
     parser.add_argument("--dtype", default="float32",
                         choices=["float32", "mixed_bfloat16", "mixed_float16"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
@@ -538,6 +572,8 @@ def main():
     args = parser.parse_args()
     if args.batch_sizes is None:
         args.batch_sizes = DEFAULT_BATCH_SIZES.get(args.pair, "16,32")
+    if args.steps_per_call is None:
+        args.steps_per_call = 4 if args.loop == "fit" else 1
     if args.child:
         child(args)
     else:
