@@ -12,17 +12,21 @@ printed: the process's peak RSS (MB) before and after the build, and the increas
   `StatelessScope`, where variables are created WITHOUT running their initializers (Keras'
   deferred initialisation, `_perf.deferred_variables`), and each variable is then initialised
   straight from its checkpoint array. No initial value is ever computed.
+- `bf16_copy` / `bf16_copy_plain`: the bfloat16 copy `Distiller(teacher_dtype="bfloat16")`
+  makes of an already built float32 teacher (`_perf.in_dtype`), built without initial values
+  (as shipped) / the ordinary way (initializers run, then the cast weights assigned).
 
 Run:
 
     python benchmarks/build_memory.py                # every way, torch backend
     KERAS_BACKEND=jax python benchmarks/build_memory.py --ways plain,from_timm
+    python benchmarks/build_memory.py --ways bf16_copy_plain,bf16_copy
+    python benchmarks/build_memory.py --root /path/to/older/checkout      # "before"
 """
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -31,13 +35,18 @@ NAME = "cait_s24_224"
 
 
 def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """VmHWM: this process's peak RSS (`ru_maxrss` would carry the parent's over)."""
+    return _status_mb("VmHWM:")
 
 
 def current_mb():
+    return _status_mb("VmRSS:")
+
+
+def _status_mb(field):
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
 
@@ -78,12 +87,20 @@ def measure(way, checkpoint):
         # is for timm.
         keras.ops.convert_to_numpy(keras.ops.ones((2, 2)) + 1)
     state = dict(np.load(checkpoint))
+    if way.startswith("bf16_copy"):  # the float32 teacher exists already; its copy is measured
+        from keras_spectralkd import _perf
+
+        teacher = from_timm(NAME, state)  # `state` stays: its freed memory would be reused
+        if way == "bf16_copy_plain":  # as before: the copy's initializers run, then assign
+            _perf._keras_deferred_initialization = lambda: None
     before, before_now = peak_mb(), current_mb()
     if way == "timm":
         model = timm.create_model(NAME, pretrained=False)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     elif way == "from_timm":
         model = from_timm(NAME, state)
+    elif way.startswith("bf16_copy"):
+        model = _perf.in_dtype(teacher, "bfloat16")
     else:
         model = build_plain(NAME, state)
     after, after_now = peak_mb(), current_mb()
@@ -96,10 +113,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ways", default="timm,plain,from_timm")
     parser.add_argument("--checkpoint", default="/tmp/spectralkd_cait_s24_random.npz")
+    parser.add_argument("--root", default=ROOT,
+                        help="checkout whose keras_spectralkd is measured (e.g. an older commit "
+                             "for a before/after table)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        sys.path.insert(0, ROOT)
+        sys.path.insert(0, args.root)
         print(json.dumps(measure(args.child, args.checkpoint)), flush=True)
         return
     if not os.path.exists(args.checkpoint):
@@ -108,13 +128,14 @@ def main():
                MALLOC_TRIM_THRESHOLD_="4294967296", TF_CPP_MIN_LOG_LEVEL="3",
                CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
     env.setdefault("KERAS_BACKEND", "torch")
-    print(f"{NAME} built from checkpoint arrays; Keras backend {env['KERAS_BACKEND']}; MB")
+    print(f"{NAME} built from checkpoint arrays; Keras backend {env['KERAS_BACKEND']}; "
+          f"package from {args.root}; MB")
     print("| way | peak RSS before | peak RSS after | peak increase | RSS increase |")
     print("|---|---|---|---|---|")
     for way in args.ways.split(","):
         output = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", way,
-             "--checkpoint", args.checkpoint],
+             "--checkpoint", args.checkpoint, "--root", args.root],
             env=env, capture_output=True, text=True,
         )
         lines = [line for line in output.stdout.splitlines() if line.startswith("{")]

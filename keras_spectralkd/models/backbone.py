@@ -234,7 +234,7 @@ class Backbone(ReleasingGraph, keras.Model):
         """
         config = {"name": self.name, "trainable": self.trainable}
         if self.dtype_policy is not None:
-            config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
+            config["dtype"] = _serialize_policy(self.dtype_policy)
         for argument in self._constructor_arguments():
             config[argument] = getattr(self, argument)
         return config
@@ -245,6 +245,17 @@ class Backbone(ReleasingGraph, keras.Model):
         if "dtype" in config and isinstance(config["dtype"], dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def _serialize_policy(policy):
+    """`keras.dtype_policies.serialize(policy)`, written out for a plain `DTypePolicy` (the same
+    dict): Keras' serializer imports TensorFlow on its first call, whatever the backend (to
+    recognise `tf.TensorShape`s), ~500 MB of memory under JAX or torch for nothing here (e.g.
+    `Distiller(teacher_dtype=...)` reads the teacher's config)."""
+    if type(policy) is keras.DTypePolicy:
+        return {"module": "keras", "class_name": "DTypePolicy", "config": policy.get_config(),
+                "registered_name": None}
+    return keras.dtype_policies.serialize(policy)
 
 
 def tokens_to_grid(tokens, grid, num_prefix_tokens=0):

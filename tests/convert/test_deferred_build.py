@@ -159,3 +159,22 @@ def test_variables_not_given_a_value_get_their_own_initial_value():
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.kernel.value), np.full((2, 3), 2.0))
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.bias.value), np.ones(3))
     assert uninitialized_keras_variables() == []
+
+
+def test_low_precision_copy_holds_the_cast_weights_and_shares_nothing():
+    """`Distiller(teacher_dtype=...)`'s copy (`_perf.in_dtype`) is built without initial values
+    too: each weight is the teacher's, cast, and the two models share no storage."""
+    name, ours, _ = CASES["cait"]
+    teacher = registry.create(name, num_classes=5, **ours)
+    copy = _perf.in_dtype(teacher, "bfloat16")
+    assert uninitialized_keras_variables() == []
+    for source, target in zip(teacher.weights, copy.weights):
+        assert target.dtype == "bfloat16"
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(ops.cast(ops.cast(source.value, "bfloat16"), "float32")),
+            ops.convert_to_numpy(ops.cast(target.value, "float32")), err_msg=target.path)
+    before = [ops.convert_to_numpy(w.value).copy() for w in teacher.weights]
+    for target in copy.weights:
+        target.assign(ops.zeros(target.shape, target.dtype))
+    for source, value in zip(teacher.weights, before):
+        np.testing.assert_array_equal(ops.convert_to_numpy(source.value), value)

@@ -109,3 +109,32 @@ def test_frozen_cait_forward_frees_blocks_and_attention_as_it_goes(depth, monkey
     monkeypatch.setattr(backbone, "_keras_graph_internals_known", lambda model: False)
     keras_most = _most_alive_at_once(lambda: model.forward_intermediates(images, [0]), groups)
     assert keras_most["tokens"] >= depth + 4, keras_most  # what the releasing runner saves
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="TensorFlow is the backend")
+def test_a_backbones_config_does_not_import_tensorflow():
+    """Keras' serializer imports TensorFlow (~500 MB) whatever the backend; a backbone's config
+    (read by `Distiller(teacher_dtype=...)` to rebuild the teacher) does without it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keras\n"
+        "from keras_spectralkd import models\n"
+        "m = models.create('deit_tiny_patch16_224', image_size=32, patch_size=8, embed_dim=48,"
+        " depth=1, num_heads=3)\n"
+        "c = m.get_config()\n"
+        "assert 'tensorflow' not in sys.modules, 'imported'\n"
+        "type(m).from_config(c)\n"
+        "assert 'tensorflow' not in sys.modules, 'imported by from_config'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=dict(os.environ),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16", "bfloat16"])
+def test_backbone_config_dtype_is_what_keras_serializer_writes(policy):
+    policy = keras.DTypePolicy(policy)
+    assert backbone._serialize_policy(policy) == keras.dtype_policies.serialize(policy)
