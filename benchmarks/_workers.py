@@ -115,3 +115,46 @@ def interleave(workers, rounds, log=print):
             worker.time_once()
         log(f"round {index + 1}/{rounds}: "
             + ", ".join(f"{w.name} {w.times[-1]:.2f} s" for w in workers))
+
+
+def seed_without_tensorflow(seed):
+    """`keras.utils.set_random_seed(seed)` for this process, without importing TensorFlow under
+    the JAX and torch backends: Keras imports it only to seed tf.data, which the benchmarks'
+    in-memory batches do not need, and the import alone is ~500 MB of RSS. Keras draws its
+    initializers' seeds from Python's `random` (unseeded `SeedGenerator`s), so the weights are
+    the same as after `set_random_seed`."""
+    import random
+
+    import keras
+    import numpy as np
+
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def release_heap_after_jax_compiles():
+    """glibc's `malloc_trim(0)` after each of JAX's XLA compilations (a `jax.monitoring`
+    listener): the compiler's freed memory (~400 MB for the DeiT <- CaiT step) goes back to the
+    OS before the program allocates its own buffers, instead of staying in the process's heap.
+    Linux with glibc only; elsewhere nothing happens."""
+    import ctypes
+
+    import jax
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            trim(0)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)

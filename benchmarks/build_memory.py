@@ -5,23 +5,28 @@ Each way runs in a fresh process that first loads the same checkpoint arrays (a 
 printed: the process's peak RSS (MB) before and after the build, and the increase:
 
 - `timm`: `timm.create_model` + `load_state_dict` (the reference's cost);
-- `from_timm`: ours as shipped: `models.create` runs every initializer, then the converter
-  assigns the checkpoint's arrays (each initial value is materialised, then overwritten);
-- `deferred`: the prototype: the model is built inside a Keras `StatelessScope`, where
-  variables are created WITHOUT running their initializers (Keras' deferred initialisation),
-  and each variable is then initialised straight from its checkpoint array (the converter's
-  mapping, unchanged). No initial value is ever computed.
+- `plain`: the way `from_timm` built before the deferred build: `models.create` runs every
+  initializer, then the converter assigns the checkpoint's arrays (each initial value is
+  materialised, then overwritten);
+- `from_timm`: `convert.from_timm` as shipped: the model is built inside a Keras
+  `StatelessScope`, where variables are created WITHOUT running their initializers (Keras'
+  deferred initialisation, `_perf.deferred_variables`), and each variable is then initialised
+  straight from its checkpoint array. No initial value is ever computed.
+- `bf16_copy` / `bf16_copy_plain`: the bfloat16 copy `Distiller(teacher_dtype="bfloat16")`
+  makes of an already built float32 teacher (`_perf.in_dtype`), built without initial values
+  (as shipped) / the ordinary way (initializers run, then the cast weights assigned).
 
 Run:
 
     python benchmarks/build_memory.py                # every way, torch backend
-    KERAS_BACKEND=jax python benchmarks/build_memory.py --ways from_timm,deferred
+    KERAS_BACKEND=jax python benchmarks/build_memory.py --ways plain,from_timm
+    python benchmarks/build_memory.py --ways bf16_copy_plain,bf16_copy
+    python benchmarks/build_memory.py --root /path/to/older/checkout      # "before"
 """
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -30,13 +35,18 @@ NAME = "cait_s24_224"
 
 
 def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """VmHWM: this process's peak RSS (`ru_maxrss` would carry the parent's over)."""
+    return _status_mb("VmHWM:")
 
 
 def current_mb():
+    return _status_mb("VmRSS:")
+
+
+def _status_mb(field):
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
 
@@ -49,37 +59,16 @@ def write_checkpoint(path):
     np.savez(path, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
 
 
-def build_deferred(name, state):
-    """The prototype: variables created without initial values, then set from `state`."""
-    from keras.src.backend.common import global_state
-    from keras.src.backend.common.stateless_scope import StatelessScope
-
-    from keras_spectralkd.convert import timm as convert
-    from keras_spectralkd.convert import timm_cait, timm_swin, timm_vit  # noqa: F401
+def build_plain(name, state):
+    """`from_timm` before the deferred build: every initializer runs, then the arrays are
+    assigned (the same converter and strict checks)."""
+    from keras_spectralkd.convert import weight_map as convert
     from keras_spectralkd.models import registry
 
-    # add_weight records each initializer and computes nothing; initialize_variables=False
-    # keeps the scope's exit from running them all.
-    with StatelessScope(initialize_variables=False):
-        model = registry.create(name, num_classes=convert.infer_num_classes(state))
-    weight_map = convert.WeightMap(model, state)
-    convert._FAMILY_CONVERTERS[registry.model_family(name)](weight_map, model)
-    # WeightMap.finish's checks, then initialisation from the arrays instead of assign().
-    pending = global_state.get_global_attribute("uninitialized_variables") or []
-    import keras
-    import numpy as np
-
-    for variable, value in weight_map._assigned.values():
-        array = np.ascontiguousarray(value.astype(variable.dtype, copy=False))
-        if keras.backend.backend() == "torch":  # keras' convert_to_tensor would copy it
-            import torch
-
-            array = torch.from_numpy(array)
-        variable._initializer = lambda shape, dtype, array=array: array
-    for variable in pending:
-        variable._deferred_initialize()
-    global_state.set_global_attribute("uninitialized_variables", [])
-    return model
+    model = registry.create(name, num_classes=convert.infer_num_classes(state))
+    weights = convert.WeightMap(model, state)
+    convert.converter_for(registry.model_family(name))(weights, model)
+    return weights.finish()
 
 
 def measure(way, checkpoint):
@@ -89,18 +78,31 @@ def measure(way, checkpoint):
         import timm
         import torch
     else:
-        import keras  # noqa: F401
+        import keras
 
         from keras_spectralkd.convert import from_timm
+
+        # The backend's runtime starts at its first op (JAX's CPU client: ~50 MB), which every
+        # run pays once whatever it builds: started here, outside the build's count, as torch's
+        # is for timm.
+        keras.ops.convert_to_numpy(keras.ops.ones((2, 2)) + 1)
     state = dict(np.load(checkpoint))
+    if way.startswith("bf16_copy"):  # the float32 teacher exists already; its copy is measured
+        from keras_spectralkd import _perf
+
+        teacher = from_timm(NAME, state)  # `state` stays: its freed memory would be reused
+        if way == "bf16_copy_plain":  # as before: the copy's initializers run, then assign
+            _perf._keras_deferred_initialization = lambda: None
     before, before_now = peak_mb(), current_mb()
     if way == "timm":
         model = timm.create_model(NAME, pretrained=False)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     elif way == "from_timm":
         model = from_timm(NAME, state)
+    elif way.startswith("bf16_copy"):
+        model = _perf.in_dtype(teacher, "bfloat16")
     else:
-        model = build_deferred(NAME, state)
+        model = build_plain(NAME, state)
     after, after_now = peak_mb(), current_mb()
     del model
     return {"way": way, "peak_before": before, "peak_after": after, "rss_before": before_now,
@@ -109,12 +111,15 @@ def measure(way, checkpoint):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ways", default="timm,from_timm,deferred")
+    parser.add_argument("--ways", default="timm,plain,from_timm")
     parser.add_argument("--checkpoint", default="/tmp/spectralkd_cait_s24_random.npz")
+    parser.add_argument("--root", default=ROOT,
+                        help="checkout whose keras_spectralkd is measured (e.g. an older commit "
+                             "for a before/after table)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        sys.path.insert(0, ROOT)
+        sys.path.insert(0, args.root)
         print(json.dumps(measure(args.child, args.checkpoint)), flush=True)
         return
     if not os.path.exists(args.checkpoint):
@@ -123,13 +128,14 @@ def main():
                MALLOC_TRIM_THRESHOLD_="4294967296", TF_CPP_MIN_LOG_LEVEL="3",
                CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
     env.setdefault("KERAS_BACKEND", "torch")
-    print(f"{NAME} built from checkpoint arrays; Keras backend {env['KERAS_BACKEND']}; MB")
+    print(f"{NAME} built from checkpoint arrays; Keras backend {env['KERAS_BACKEND']}; "
+          f"package from {args.root}; MB")
     print("| way | peak RSS before | peak RSS after | peak increase | RSS increase |")
     print("|---|---|---|---|---|")
     for way in args.ways.split(","):
         output = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", way,
-             "--checkpoint", args.checkpoint],
+             "--checkpoint", args.checkpoint, "--root", args.root],
             env=env, capture_output=True, text=True,
         )
         lines = [line for line in output.stdout.splitlines() if line.startswith("{")]

@@ -253,15 +253,20 @@ def _reference_breakdown(args, teacher, student, optimizer, images, labels, forw
 def run_keras(args):
     import keras
     import numpy as np
+    from _workers import release_heap_after_jax_compiles, seed_without_tensorflow
 
     from keras_spectralkd import Distiller, models, spectral
 
     backend = keras.backend.backend()
+    if os.environ.get("SPECTRALKD_TRIM_AFTER_COMPILE") and backend == "jax":
+        release_heap_after_jax_compiles()
     if args.dtype != "float32":
         keras.config.set_dtype_policy(args.dtype)
     student_name, teacher_name, pairs, weight = PAIRS[args.pair]
     side, num_classes = image_shape(args.pair)
-    keras.utils.set_random_seed(0)
+    # Seeded as keras.utils.set_random_seed(0) seeds, without importing TensorFlow under JAX or
+    # torch (~500 MB of RSS for tf.data's seed, which this step does not read).
+    seed_without_tensorflow(0)
     student = models.create(student_name, **model_kwargs(args.pair, "student"))
     teacher = models.create(teacher_name, **model_kwargs(args.pair, "teacher"))
     if args.task == "teacher_ce":  # the teacher trained alone: cross-entropy, AdamW
@@ -427,6 +432,11 @@ VARIANT_ENV = {
     "onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"},
     "xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
     "noparallel": {"XLA_FLAGS": "--xla_cpu_parallel_codegen_split_count=1"},
+    # Memory (docs/performance.md): XLA:CPU's memory-optimised schedule instead of the
+    # concurrency-optimised one, and (JAX) the compiler's freed heap handed back to the OS
+    # after each compilation, before the program allocates its buffers.
+    "lowmem": {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+               "SPECTRALKD_TRIM_AFTER_COMPILE": "1"},
 }
 VARIANT_TEACHER_DTYPE = {"bf16teacher": "bfloat16", "f16teacher": "float16"}
 

@@ -14,6 +14,7 @@ from keras_spectralkd.convert.weight_map import (
     infer_num_classes,
     load_state_dict,
 )
+from keras_spectralkd import _perf
 from keras_spectralkd.convert import pretrained
 from keras_spectralkd.models import registry
 
@@ -59,9 +60,14 @@ def from_timm(name, state_dict=None, model=None, **create_kwargs):
             "the matching model name."
         )
     convert = converter_for(family)
+    deferred = None
     if model is None:
         create_kwargs.setdefault("num_classes", infer_num_classes(state))
-        model = registry.create(name, **create_kwargs)
-    weight_map = WeightMap(model, state)
+        # Built without running initializers: every value comes from the checkpoint, so none
+        # is computed only to be overwritten (for CaiT-S24 that halves the build's memory;
+        # docs/performance.md).
+        with _perf.deferred_variables() as deferred:
+            model = registry.create(name, **create_kwargs)
+    weight_map = WeightMap(model, state, deferred)
     convert(weight_map, model)
     return weight_map.finish()

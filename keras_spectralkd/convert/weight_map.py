@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from keras_spectralkd import _perf
+
 
 class ConversionError(ValueError):
     """A checkpoint does not fit the model; the message lists missing/extra/mis-shaped tensors."""
@@ -117,9 +119,16 @@ def checkpoint_family(state_dict):
 class WeightMap:
     """Collects (Keras variable <- timm tensors) assignments, then checks and applies them."""
 
-    def __init__(self, model, state_dict):
+    def __init__(self, model, state_dict, deferred=None):
+        """`deferred`: the `_perf.DeferredVariables` of a `model` built without initial values
+        (see `from_timm`); each of its variables is then initialised from its array as soon as
+        the converter sets it (such a model is thrown away if the conversion fails, so nothing
+        half-written is ever seen), and each converted array (e.g. a transposed kernel) is
+        freed before the next is made. Without it, `finish` assigns every value after the
+        checks, and `model` is untouched if they fail."""
         self.model = model
         self.state_dict = state_dict
+        self.deferred = deferred
         self._used = set()
         self._assigned = {}
         self.sources = {}  # variable path -> timm key: the converter's name map
@@ -138,29 +147,40 @@ class WeightMap:
         if key in self.state_dict:
             self._used.add(key)
 
-    def set(self, variable, value):
-        """Assigns `value` (a numpy array, or None after a missing `get`) to `variable`."""
+    def set(self, variable, value, fresh=False):
+        """Assigns `value` (a numpy array, or None after a missing `get`) to `variable`.
+
+        `fresh`: nothing else holds `value` (the converter made it), so the variable may take it
+        as its storage; otherwise it gets a copy (a caller's state dict is never aliased)."""
         path = variable.path
         if path in self._assigned:
             self._errors.append(f"assigned twice: {path}")
             return
-        self._assigned[path] = (variable, value)
         if value is not None and tuple(value.shape) != tuple(variable.shape):
             self._errors.append(
                 f"shape mismatch for {path}: model {tuple(variable.shape)}, checkpoint "
                 f"{tuple(value.shape)}"
             )
+            value = None
+        if value is not None and self.deferred is not None and self.deferred.variables:
+            _perf.give_values(self.deferred, [(variable, _owned(variable, value, fresh))],
+                              complete=False)
+            value = fresh = None  # written: nothing kept
+        self._assigned[path] = (variable, value, fresh)
 
     def copy(self, variable, key, transform=None):
         """`variable <- transform(state_dict[key])`; records `key` as the variable's source."""
         self.sources.setdefault(variable.path, key)
-        value = self.get(key)
-        if value is not None and transform is not None:
-            value = transform(value)
-        self.set(variable, value)
+        source = self.get(key)
+        value = source
+        if source is not None and transform is not None:
+            value = transform(source)
+        fresh = value is not source and not np.may_share_memory(value, source)
+        self.set(variable, value, fresh)
 
     def finish(self):
-        """Raises `ConversionError` listing every problem, else writes all values to the model."""
+        """Raises `ConversionError` listing every problem, else writes all values to the model
+        (those not written yet: see `deferred`) and returns it."""
         errors = list(self._errors)
         for variable in self.model.weights:
             if variable.path not in self._assigned:
@@ -173,9 +193,21 @@ class WeightMap:
                 f"Checkpoint does not fit model {self.model.name!r} ({len(errors)} problems):\n  "
                 + "\n  ".join(errors)
             )
-        for variable, value in self._assigned.values():
-            variable.assign(value.astype(variable.dtype))
+        assigned, self._assigned = self._assigned, {}
+
+        def values():  # each array dropped once written
+            while assigned:
+                variable, value, fresh = assigned.pop(next(iter(assigned)))
+                if value is not None:
+                    yield variable, _owned(variable, value, fresh)
+
+        _perf.give_values(self.deferred or _perf.DeferredVariables(), values())
         return self.model
+
+
+def _owned(variable, value, fresh):
+    """`value` in the variable's dtype, as an array no caller holds (a copy unless `fresh`)."""
+    return value.astype(variable.dtype, copy=not fresh)
 
 
 # === Copy helpers shared by the families ===

@@ -111,6 +111,12 @@ class TalkingHeadsAttention(Attention):
     heads)`), applied here as one (heads x heads) @ (heads x N*M) matmul per image so the
     (B, heads, N, M) tensors are never transposed (the fastest form on all three backends).
 
+    Memory (eager backends, e.g. torch): at most two (B, heads, N, M) tensors are alive at once,
+    as in timm: each is handed on as a temporary, never kept under a name past its use, and
+    `proj_w`'s bias is added after the product with v (sum_m (w + b) v = sum_m w v + b sum_m v,
+    a (B, heads, 1, head_dim) term) instead of as one more (B, heads, N, M) tensor. The
+    result equals timm's to float rounding (tests/models/test_cait.py).
+
     Shapes: (B, N, C) -> (B, N, C).
     """
 
@@ -122,21 +128,38 @@ class TalkingHeadsAttention(Attention):
         self.proj_w.build((None, self.num_heads))
 
     def _mix_heads(self, dense, x):
-        """(B, heads, N, M) -> (B, heads, N, M) through `dense` acting on the head axis."""
+        """(B, heads, N, M) -> (B, heads, N, M) through `dense`'s kernel on the head axis (its
+        bias is the caller's: see the class docstring). Pass `x` as a temporary: the caller's
+        own reference would keep it alive next to the result."""
         _, heads, queries, keys = x.shape
         kernel = ops.cast(ops.transpose(dense.kernel), x.dtype)  # (out, in)
-        bias = ops.cast(dense.bias, x.dtype)[:, None]
-        mixed = ops.matmul(kernel, ops.reshape(x, (-1, heads, queries * keys))) + bias
+        mixed = ops.matmul(kernel, ops.reshape(x, (-1, heads, queries * keys)))
         return ops.reshape(mixed, (-1, heads, queries, keys))
+
+    def _head_bias(self, dense, x):
+        """`dense`'s bias, (heads, 1, 1), in `x`'s dtype."""
+        return ops.reshape(ops.cast(dense.bias, x.dtype), (self.num_heads, 1, 1))
 
     def attend(self, x):
         # (B, heads, N, head_dim) each.
         query, key, value = (ops.swapaxes(t, 1, 2) for t in self.fused_qkv(x))
         query = query * ops.cast(self.scale, x.dtype)
-        logits = self._mix_heads(self.proj_l, ops.matmul(query, ops.swapaxes(key, 2, 3)))
+        # Logits, mixed logits and their softmax are temporaries of one expression: each is
+        # freed as soon as the next exists (two (B, heads, N, N) tensors at most, see above).
         # Softmax in float32 whatever the policy: bf16 sums over ~200 keys lose too much.
-        weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), x.dtype)
+        weights = ops.cast(
+            ops.softmax(
+                ops.cast(
+                    self._mix_heads(self.proj_l, ops.matmul(query, ops.swapaxes(key, 2, 3)))
+                    + self._head_bias(self.proj_l, x),
+                    "float32",
+                ),
+                axis=-1,
+            ),
+            x.dtype,
+        )
         x = ops.matmul(self._mix_heads(self.proj_w, weights), value)  # (B, heads, N, head_dim)
+        x = x + self._head_bias(self.proj_w, x) * ops.sum(value, axis=2, keepdims=True)
         return self.merge_heads(ops.swapaxes(x, 1, 2))
 
 

@@ -55,8 +55,76 @@ def normalize_indices(indices, num_units):
     return result
 
 
+class ReleasingGraph:
+    """Mixin for functional models: each intermediate tensor is dropped once its last consumer
+    has run, instead of when the whole graph has (Keras' runner keeps every node's output
+    until the end). Under eager execution (the torch backend) this is what keeps a frozen
+    teacher's forward from holding all of its block outputs at once: measured in
+    docs/performance.md. Traced backends (JAX, TensorFlow) see no difference: XLA frees by
+    liveness anyway."""
+
+    def _run_through_graph(self, inputs, operation_fn=lambda op: op, call_fn=None):
+        if call_fn is None and _keras_graph_internals_known(self):
+            return _run_graph_releasing(self, inputs, operation_fn)
+        return super()._run_through_graph(inputs, operation_fn=operation_fn, call_fn=call_fn)
+
+
+def _keras_graph_internals_known(model):
+    """Whether `_run_graph_releasing` can run `model`: the private Keras names it reads exist
+    (checked against Keras 3.15); otherwise Keras' own runner is used."""
+    nodes = [node for depth in getattr(model, "_nodes_by_depth", {}).values() for node in depth]
+    return bool(nodes) and hasattr(model, "_outputs_struct") and all(
+        hasattr(node, name)
+        for node in nodes[:1]
+        for name in ("operation", "is_input", "input_tensors", "outputs", "arguments")
+    ) and hasattr(nodes[0].arguments, "fill_in")
+
+
+def _run_graph_releasing(model, inputs, operation_fn):
+    """Keras' `Function._run_through_graph` (keras/src/ops/function.py, Keras 3.15) for eager
+    calls, plus one thing: a tensor is dropped from the table of computed tensors once every
+    node that reads it has run (unless it is an output). Private Keras API, used here only:
+    `_nodes_by_depth`, `_outputs_struct`, `_get_operation_for_node` and `Node`'s fields."""
+    from keras import tree
+
+    table = {id(x): y for x, y in zip(model.inputs, tree.flatten(inputs))}
+    nodes = [
+        node
+        for depth in sorted(model._nodes_by_depth, reverse=True)
+        for node in model._nodes_by_depth[depth]
+        if node.operation and not node.is_input
+    ]
+    readers = {}
+    for node in nodes:
+        for x in node.input_tensors:
+            readers[id(x)] = readers.get(id(x), 0) + 1
+    outputs = {id(x) for x in model.outputs}
+    operation_for = getattr(model, "_get_operation_for_node", lambda node: node.operation)
+    for node in nodes:
+        if any(id(x) not in table for x in node.input_tensors):
+            continue  # not computable from these inputs (as Keras' runner)
+        args, kwargs = node.arguments.fill_in(table)
+        results = operation_fn(operation_for(node))(*args, **kwargs)
+        del args, kwargs
+        for x in node.input_tensors:
+            readers[id(x)] -= 1
+            if not readers[id(x)] and id(x) not in outputs:
+                table.pop(id(x), None)
+        for x, y in zip(node.outputs, tree.flatten(results)):
+            table[id(x)] = y
+        del results
+    missing = [i for i, x in enumerate(model.outputs) if id(x) not in table]
+    if missing:
+        raise ValueError(f"Outputs {missing} of {model.name!r} are not connected to its inputs.")
+    return tree.pack_sequence_as(model._outputs_struct, [table[id(x)] for x in model.outputs])
+
+
+class _FeatureModel(ReleasingGraph, keras.Model):
+    """A backbone's logits and some of its units' raw outputs (`forward_intermediates`)."""
+
+
 @keras.saving.register_keras_serializable(package="keras_spectralkd")
-class Backbone(keras.Model):
+class Backbone(ReleasingGraph, keras.Model):
     """Base class of the functional backbones: logits out, every unit's feature map on demand.
 
     Subclasses build their graph in `__init__` and finish with
@@ -81,7 +149,7 @@ class Backbone(keras.Model):
         # feature model shares every layer and weight with `self`; tracking it would duplicate
         # the weights in saved files.
         object.__setattr__(self, "_unit_outputs", list(unit_outputs))
-        object.__setattr__(self, "_feature_model", None)
+        object.__setattr__(self, "_feature_models", {})
         object.__setattr__(self, "_feature_info", [dict(info) for info in feature_info])
 
     # === Protocol ===
@@ -119,16 +187,24 @@ class Backbone(keras.Model):
             logits (B, num_classes) and a list of (B, h, w, C) maps.
         """
         wanted = normalize_indices(indices, self.num_units)
-        if self._feature_model is None:
+        if not wanted:
+            return self(images, training=training), []
+        units = tuple(sorted(set(wanted)))
+        # One feature model per set of units, whose outputs are the logits and those units
+        # only: an eager backend (torch) then keeps no other unit's output alive to return it
+        # (24 of them for CaiT-S24, 9 MB each at batch 32).
+        model = self._feature_models.get(units)
+        if model is None:
             inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
-            model = keras.Model(
+            model = _FeatureModel(
                 inputs=inputs,
-                outputs=[self.outputs[0]] + self._unit_outputs,
+                outputs=[self.outputs[0]] + [self._unit_outputs[i] for i in units],
                 name=f"{self.name}_features",
             )
-            object.__setattr__(self, "_feature_model", model)
-        outputs = self._feature_model(images, training=training)
-        logits, raws = outputs[0], outputs[1:]
+            self._feature_models[units] = model
+        outputs = model(images, training=training)
+        logits, raws = outputs[0], dict(zip(units, outputs[1:]))
+        del outputs
         maps = [self.unit_to_map(raws[i], i) for i in wanted]
         return logits, maps
 
@@ -158,7 +234,7 @@ class Backbone(keras.Model):
         """
         config = {"name": self.name, "trainable": self.trainable}
         if self.dtype_policy is not None:
-            config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
+            config["dtype"] = _serialize_policy(self.dtype_policy)
         for argument in self._constructor_arguments():
             config[argument] = getattr(self, argument)
         return config
@@ -169,6 +245,17 @@ class Backbone(keras.Model):
         if "dtype" in config and isinstance(config["dtype"], dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def _serialize_policy(policy):
+    """`keras.dtype_policies.serialize(policy)`, written out for a plain `DTypePolicy` (the same
+    dict): Keras' serializer imports TensorFlow on its first call, whatever the backend (to
+    recognise `tf.TensorShape`s), ~500 MB of memory under JAX or torch for nothing here (e.g.
+    `Distiller(teacher_dtype=...)` reads the teacher's config)."""
+    if type(policy) is keras.DTypePolicy:
+        return {"module": "keras", "class_name": "DTypePolicy", "config": policy.get_config(),
+                "registered_name": None}
+    return keras.dtype_policies.serialize(policy)
 
 
 def tokens_to_grid(tokens, grid, num_prefix_tokens=0):
