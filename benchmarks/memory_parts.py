@@ -11,11 +11,16 @@ what the allocator keeps around it.
 increase of three such forwards; ours also with Keras' own graph runner instead of
 `backbone.ReleasingGraph` where this checkout has it.
 
+`--part imports`: peak RSS after the imports alone, each in a fresh process: the reference's
+(torch, timm, tests/torch_objective.py) and ours (keras + keras_spectralkd) on each backend,
+on torch also with JAX kept out (Keras imports JAX whatever the backend).
+
 `--part xla` (JAX backend): XLA's plan for our compiled training step (`memory_analysis()`:
 arguments, outputs, temporaries), what compiling it costs in peak RSS, and how much of that
 glibc's `malloc_trim(0)` hands back afterwards. Set XLA_FLAGS to compare schedulers, e.g.
 `--xla_cpu_enable_concurrency_optimized_scheduler=false`.
 
+    python benchmarks/memory_parts.py --part imports
     python benchmarks/memory_parts.py --part live --batch 16
     python benchmarks/memory_parts.py --part teacher --batch 32
     python benchmarks/memory_parts.py --part live --batch 16 --root <older checkout>   # before
@@ -189,6 +194,32 @@ def part_teacher(batch, model):
     print(f"| {name} | {live_peak_mb(forward, warm=False):.0f} | {increase:.0f} |", flush=True)
 
 
+IMPORTS = {
+    "reference (torch, timm)": ("torch", "import torch, timm, torch_objective"),
+    "ours, torch backend": ("torch", "import keras, keras_spectralkd"),
+    "ours, torch backend, JAX kept out": (
+        "torch", "import sys; sys.modules['jax'] = None; import keras, keras_spectralkd"),
+    "ours, JAX backend": ("jax", "import keras, keras_spectralkd"),
+    "ours, TensorFlow backend": ("tensorflow", "import keras, keras_spectralkd"),
+}
+
+
+def part_imports(root):
+    print("| imports | peak RSS (MB) |")
+    print("|---|---|")
+    for name, (backend, statement) in IMPORTS.items():
+        code = (f"import sys; sys.path[:0] = [{root!r}, {os.path.join(ROOT, 'tests')!r}]\n"
+                f"{statement}\n"
+                "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+                   CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True)
+        lines = result.stdout.split()
+        value = f"{int(lines[-1]) / 1024:.0f}" if result.returncode == 0 and lines else "failed"
+        print(f"| {name} | {value} |", flush=True)
+
+
 # === JAX: XLA's plan for the step ===
 def part_xla(batch):
     import ctypes
@@ -219,13 +250,16 @@ def part_xla(batch):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["live", "teacher", "xla"], required=True)
+    parser.add_argument("--part", choices=["imports", "live", "teacher", "xla"], required=True)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--root", default=ROOT,
                         help="checkout whose keras_spectralkd is measured (e.g. an older commit)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.part == "imports":
+        part_imports(args.root)
+        return
     if not args.child:  # in a fresh process with the backend the part needs
         env = dict(os.environ, KERAS_BACKEND="jax" if args.part == "xla" else "torch",
                    MALLOC_MMAP_THRESHOLD_="33554432", MALLOC_TRIM_THRESHOLD_="4294967296",
