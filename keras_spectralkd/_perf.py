@@ -16,6 +16,7 @@ with a top-level `dtype` (every keras_spectralkd backbone does, whether made by
 """
 
 import contextlib
+import functools
 
 import keras
 from keras import ops
@@ -75,11 +76,10 @@ def in_dtype(model, dtype):
     return copy
 
 
-
 # === Models built without initial values ===
 class DeferredVariables:
-    """The variables a `deferred_variables()` block created without values (None: the block
-    built the ordinary way, every initializer run)."""
+    """The variables a `deferred_variables()` block created without values, by id (empty when
+    the block built the ordinary way, every initializer run)."""
 
     def __init__(self):
         self.variables = {}  # id -> variable, filled when the block ends
@@ -132,6 +132,7 @@ def give_values(deferred, pairs, complete=True):
             initialize.with_own_initializer(deferred.variables.popitem()[1])
 
 
+@functools.cache
 def _keras_deferred_initialization():
     """Keras' private deferred-initialisation API (checked against Keras 3.15), or None.
 

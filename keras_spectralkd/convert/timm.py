@@ -6,6 +6,7 @@ strict bookkeeping and the copy helpers live in `weight_map.py`, each family's n
 `timm_vit.py`, `timm_cait.py`, `timm_swin.py`.
 """
 
+from keras_spectralkd import _perf
 from keras_spectralkd.convert.weight_map import (
     ConversionError,
     WeightMap,
@@ -14,7 +15,6 @@ from keras_spectralkd.convert.weight_map import (
     infer_num_classes,
     load_state_dict,
 )
-from keras_spectralkd import _perf
 from keras_spectralkd.convert import pretrained
 from keras_spectralkd.models import registry
 
