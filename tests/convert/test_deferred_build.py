@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from test_timm_vit_cait import CASES as PARITY_CASES
 from timm_oracle import build_timm, random_images, timm_state_dict
 
 from keras_spectralkd import _perf
@@ -24,12 +25,7 @@ pytest.importorskip("timm")
 
 # name, our overrides, timm's; tiny configs of each family (Swin: 2 stages, window 2).
 CASES = {
-    "vit": ("deit_tiny_patch16_224",
-            dict(image_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3),
-            dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)),
-    "cait": ("cait_s24_224",
-             dict(image_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4),
-             dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4)),
+    **PARITY_CASES,  # the vit and cait tiny configs of the parity tests
     "swin": ("swin_tiny_patch4_window7_224",
              dict(image_size=16, patch_size=2, embed_dim=16, depths=(2, 2), num_heads=(1, 2),
                   window_size=2),
