@@ -71,6 +71,7 @@ def run_timm(root, workers, batch, batches):
     import torchvision
 
     torch.set_num_threads(1)
+    _allow_zero_bit_posterize()
     transform = timm.data.create_transform(
         224, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25,
         interpolation="bicubic",
@@ -86,6 +87,22 @@ def run_timm(root, workers, batch, batches):
 
     iterator = endless()
     return lambda: _time_batches(iterator, batch, batches)
+
+
+def _allow_zero_bit_posterize():
+    """timm's PosterizeIncreasing keeps 0 bits at magnitude 10 (m9 + its jitter reaches it);
+    Pillow >= 11 raises on 0 where older Pillow returned a black image. Keep the old result,
+    so timm's worker does not die mid-benchmark (a pillow/timm mismatch, not a timm choice)."""
+    from PIL import Image, ImageOps
+
+    posterize = ImageOps.posterize
+
+    def patched(image, bits):
+        if bits < 1:
+            return Image.new(image.mode, image.size)
+        return posterize(image, bits)
+
+    ImageOps.posterize = patched
 
 
 def _time_batches(iterator, batch, batches):

@@ -2,10 +2,11 @@
 
 A training stream is built per epoch from `(seed, epoch)`: the shuffle order (a numpy
 permutation for in-memory example lists such as image paths) and every per-image random draw
-of ours (crop, flip, RandAugment's choices) come from stateless seeds of `(seed, epoch, index)`,
+of ours (crop, flip, RandAugment's choices, random erasing) come from stateless seeds of
+`(seed, epoch, index)`,
 so epoch 7 is the same stream whether or not the run was restarted before it, and
 `skip_batches` drops already-trained batches BEFORE decoding and augmenting them.
-The Keras augmentation layers (RandAugment's operations, RandomErasing) draw their strengths from
+The Keras augmentation layers (RandAugment's operations) draw their strengths from
 their own generators: with `deterministic=True` the per-image map runs sequentially so those
 draws are reproducible from a fresh start (tests, the demo), though a resumed run continues them
 from a fresh state; with `False` (the recipes' default, for throughput) the map runs in parallel

@@ -25,11 +25,13 @@ How this differs from timm's `rand-m9-mstd0.5-inc1` (the reference's transform),
   one choice per batch and spans much larger strengths, e.g. rotations up to 180 degrees).
 - RandomResizedCrop uses `tf.image.sample_distorted_bounding_box` (10 attempts, aspect ratio
   drawn uniformly, not log-uniformly; falls back to the whole image, timm to a center crop).
-- Keras' RandomErasing draws the two sides of the erased box as sqrt(U(0.02, 1/3)) fractions
-  (timm: area U(0.02, 1/3) and a log-uniform aspect ratio in 0.3-3.3); it fills with N(0, 1)
-  noise in normalised space as timm's `mode="pixel"`.
-- Resizing is TensorFlow's bicubic with antialiasing (PIL's bicubic, used by timm, also filters
-  when downscaling; values differ by small interpolation error).
+- Random erasing is timm's algorithm written in TensorFlow (`random_erasing`: area U(0.02, 1/3),
+  log-uniform aspect ratio in 0.3-3.3, up to 10 draws, N(0, 1) noise per pixel in normalised
+  space as timm's `mode="pixel"`), seeded per image like the crop and the flip. Keras'
+  `RandomErasing` draws the box's sides as independent sqrt-uniform fractions of the image's
+  (a box shaped like the image, not square on average) and cost 6 ms per 224 px image.
+- Resizing is TensorFlow's bicubic with antialiasing when downscaling (PIL's bicubic, used by
+  timm, also filters when downscaling; values differ by small interpolation error).
 """
 
 import math
@@ -74,13 +76,36 @@ def decode_image(image):
 
 def normalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Pixels in [0, 255] -> `(x / 255 - mean) / std`, float32, channels last."""
-    image = tf.cast(image, tf.float32) / 255.0
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+    image = tf.cast(image, tf.float32)
+    channels = len(mean)
+    # One multiply and one add per pixel, (x / 255 - m) / s = x * (1 / (255 s)) - m / s, over
+    # rows of (width x channels) values: Eigen broadcasts a vector as long as a row much faster
+    # than a 3-vector (0.1 vs 0.5 ms for a 224 px image on one core).
+    scale = tf.constant([1.0 / (255.0 * s) for s in std], tf.float32)
+    offset = tf.constant([-m / s for m, s in zip(mean, std)], tf.float32)
+    shape = tf.shape(image)
+    width = shape[-2]
+    rows = tf.reshape(image, tf.stack([-1, width * channels]))
+    out = tf.reshape(rows * tf.tile(scale, [width]) + tf.tile(offset, [width]), shape)
+    out.set_shape(image.shape)
+    return out
 
 
 def resize(image, size, method="bicubic"):
-    """Resizes to `size` (h, w) with antialiasing; float32 output clipped to [0, 255]."""
-    image = tf.image.resize(tf.cast(image, tf.float32), size, method=method, antialias=True)
+    """Resizes to `size` (h, w) with antialiasing; float32 output clipped to [0, 255].
+
+    Antialiasing only changes downscaling; an upscale (both sides grow) takes TensorFlow's plain
+    kernel, 3x faster and as close to PIL's bicubic (timm's) as the antialiased one: the two
+    differ by how they compute the kernel weights (at most 0.2 of 255 on white noise).
+    """
+    image = tf.cast(image, tf.float32)
+    size = tf.convert_to_tensor(size, tf.int32)
+    upscale = tf.reduce_all(tf.shape(image)[-3:-1] <= size)
+    image = tf.cond(
+        upscale,
+        lambda: tf.image.resize(image, size, method=method, antialias=False),
+        lambda: tf.image.resize(image, size, method=method, antialias=True),
+    )
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -157,6 +182,58 @@ def random_resized_crop(image, image_size, seed, scale=(0.08, 1.0), ratio=(3 / 4
     out = resize(crop, size, method)
     out.set_shape(size + (3,))
     return out
+
+
+# === Random erasing ===
+def random_erasing(image, seed, probability=0.25, scale=(0.02, 1.0 / 3.0), ratio=(0.3, 1.0 / 0.3),
+                   attempts=10):
+    """timm's `RandomErasing(mode="pixel")` for one normalised image, with a stateless `seed`.
+
+    With probability `probability`, a box of area U(scale) x the image's and aspect ratio
+    (height / width) log-uniform in `ratio` (up to `attempts` draws until one fits) is filled
+    with N(0, 1) noise, one value per pixel and channel, as timm does after normalisation.
+    Only the erased box's noise is drawn, and nothing is computed for the 75% of images left
+    alone: Keras' `RandomErasing` layer drew a full image of noise per image (6 ms of a 224 px
+    image's ~13 ms on one core) and its sides as sqrt-uniform fractions instead.
+
+    Args:
+        image: (H, W, C) float32 (normalised pixels).
+        seed: a (2,) int tensor; the same seed gives the same box and noise.
+    Returns:
+        the image, erased or not, float32.
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    apply_seed, box_seed, noise_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
+    )
+
+    def erase():
+        shape = tf.shape(image)
+        height, width = shape[0], shape[1]
+        draws = tf.random.stateless_uniform((4, attempts), box_seed)
+        area = tf.cast(height * width, tf.float32) * (scale[0] + (scale[1] - scale[0]) * draws[0])
+        log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+        aspect = tf.exp(log_low + (log_high - log_low) * draws[1])
+        # Python's round (timm's) rounds halves to even, as tf.round does.
+        box_h = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+        box_w = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+        fits = (box_h < height) & (box_w < width)
+        first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)  # the first that fits
+        box_h = tf.where(fits[first], box_h[first], 0)
+        box_w = tf.where(fits[first], box_w[first], 0)
+        # random.randint(0, H - h): both ends included.
+        top = tf.cast(draws[2, first] * tf.cast(height - box_h + 1, tf.float32), tf.int32)
+        left = tf.cast(draws[3, first] * tf.cast(width - box_w + 1, tf.float32), tf.int32)
+        top, left = tf.minimum(top, height - box_h), tf.minimum(left, width - box_w)
+        noise = tf.random.stateless_normal(tf.stack([box_h, box_w, shape[2]]), noise_seed)
+        noise = tf.pad(noise, [[top, height - top - box_h], [left, width - left - box_w], [0, 0]])
+        rows = tf.range(height)[:, None, None]
+        cols = tf.range(width)[None, :, None]
+        inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+        return tf.where(inside, noise, image)
+
+    return tf.cond(tf.random.stateless_uniform((), apply_seed) < probability, erase,
+                   lambda: tf.identity(image))
 
 
 # === RandAugment ===
@@ -315,9 +392,14 @@ class RandAugment:
 
         # One switch traced once (in a loop over the ops), not once per op: tracing the 15
         # Keras layers is the slow part of building the pipeline.
+        # `tf.cond`, not `tf.where`: an operation drawn but not applied (half of them) is
+        # not computed at all.
         def body(i, image):
-            augmented = tf.switch_case(choices[i], [lambda b=b: b(image) for b in branches])
-            image = tf.where(applies[i], augmented, image)
+            image = tf.cond(
+                applies[i],
+                lambda: tf.switch_case(choices[i], [lambda b=b: b(image) for b in branches]),
+                lambda: image,
+            )
             image.set_shape(shape)
             return i + 1, image
 
@@ -375,33 +457,20 @@ class TrainTransform:
         self.mean, self.std = tuple(mean), tuple(std)
         self.interpolation = interpolation
         self.random_erasing = float(random_erasing)
-        self.eraser = None
-        if self.random_erasing > 0:
-            low = min((0.0 - m) / s for m, s in zip(self.mean, self.std))
-            high = max((1.0 - m) / s for m, s in zip(self.mean, self.std))
-            self.eraser = keras.layers.RandomErasing(
-                factor=(self.random_erasing, self.random_erasing),
-                scale=(0.02, 1.0 / 3.0),
-                fill_value=None,  # N(0, 1) per pixel in normalised space, timm's "pixel" mode
-                value_range=(low, high),
-                seed=None if seed is None else seed + 200,
-                dtype="float32",
-            )
-
     def __call__(self, image, seed):
-        crop_seed, flip_seed, augment_seed = tf.unstack(
-            tf.random.experimental.stateless_split(seed, num=3)
+        crop_seed, flip_seed, augment_seed, erase_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, num=4)
         )
         image = random_resized_crop(image, self.image_size, crop_seed, self.scale, self.ratio,
                                     self.interpolation)
         if self.hflip > 0:
             flip = tf.random.stateless_uniform((), flip_seed) < self.hflip
-            image = tf.where(flip, tf.reverse(image, axis=[1]), image)
+            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
         if self.rand_augment is not None:
             image = self.rand_augment(image, augment_seed)
         image = normalize(image, self.mean, self.std)
-        if self.eraser is not None:
-            image = tf.convert_to_tensor(self.eraser(image, training=True))
+        if self.random_erasing > 0:
+            image = random_erasing(image, erase_seed, self.random_erasing)
         image.set_shape(self.image_size + (3,))
         return image
 

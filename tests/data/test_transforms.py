@@ -54,9 +54,15 @@ def test_train_transform_shapes_and_range(deit_batches):
         assert images.shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
         assert images.dtype == np.float32
         assert labels.dtype == np.int32
-        # Normalised pixels, plus RandomErasing's N(0, 1) noise clipped to the same range.
-        assert LOW - 1e-5 <= images.min() and images.max() <= HIGH + 1e-5
+        # Normalised pixels, plus random erasing's N(0, 1) noise (unclipped, as timm's).
         assert np.isfinite(images).all()
+        assert np.abs(images).max() < 8.0
+
+
+def test_train_transform_without_erasing_stays_in_the_normalised_range():
+    batches = _epoch(transforms.TrainTransform(IMAGE_SIZE, seed=1, random_erasing=0.0))
+    for images, _ in batches:
+        assert LOW - 1e-5 <= images.min() and images.max() <= HIGH + 1e-5
 
 
 def test_train_transform_is_deterministic_under_a_seed(deit_batches):
@@ -110,6 +116,107 @@ def test_rand_augment_ops_keep_shape_and_range():
     np.testing.assert_array_equal(
         transforms.RandAugment(prob=0.0, seed=0)(image, seed).numpy(), image.numpy()
     )
+
+
+def _erased_boxes(erase, trials, shape):
+    """(erased?, box height, width, top, left, noise values) of `trials` calls on zeros."""
+    boxes, noise = [], []
+    for trial in range(trials):
+        out = np.asarray(erase(trial)).reshape(shape)
+        rows, cols = np.nonzero(np.abs(out).sum(-1))
+        if rows.size:
+            top, left = rows.min(), cols.min()
+            boxes.append((rows.max() + 1 - top, cols.max() + 1 - left, top, left))
+            noise.append(out[top:top + boxes[-1][0], left:left + boxes[-1][1]].ravel())
+    return np.array(boxes, np.float64).reshape(-1, 4), np.concatenate(noise)
+
+
+def test_random_erasing_draws_as_timm_does():
+    """Our stateless random erasing against timm's `RandomErasing(mode="pixel")` on the same
+    (40, 56) image, 4000 draws each: how often, how big, which shape, where, and the noise.
+    Keras' `RandomErasing` (used before) fails the aspect check (its sides are independent
+    sqrt-uniform fractions of the image's: mean log(h / w) = log(40 / 56) = -0.34, timm's 0)."""
+    timm_erasing = pytest.importorskip("timm.data.random_erasing")
+    import random
+
+    import torch
+
+    height, width, trials = 40, 56, 4000
+    reference = timm_erasing.RandomErasing(probability=0.25, mode="pixel", device="cpu")
+    random.seed(0)
+    torch.manual_seed(0)
+    theirs, their_noise = _erased_boxes(
+        lambda _: reference(torch.zeros(3, height, width)).permute(1, 2, 0).numpy(),
+        trials, (height, width, 3),
+    )
+    erase = tf.function(lambda seed: transforms.random_erasing(
+        tf.zeros((height, width, 3)), tf.stack([seed, tf.constant(7, tf.int64)]), 0.25))
+    ours, our_noise = _erased_boxes(lambda t: erase(tf.constant(t, tf.int64)), trials,
+                                    (height, width, 3))
+
+    def stats(boxes):
+        box_h, box_w, top, left = boxes.T
+        return {
+            "rate": len(boxes) / trials,
+            "area": np.mean(box_h * box_w) / (height * width),
+            "log_aspect": np.mean(np.log(box_h / box_w)),
+            "top": np.mean(top / np.maximum(height - box_h, 1)),
+            "left": np.mean(left / np.maximum(width - box_w, 1)),
+        }
+
+    ours_stats, theirs_stats = stats(ours), stats(theirs)
+    # ~1000 erased boxes each: standard errors ~0.014 (rate), ~0.003 (area), ~0.03 (aspect),
+    # ~0.01 (positions); tolerances are about 4 of them (both sides sample).
+    tolerances = {"rate": 0.04, "area": 0.015, "log_aspect": 0.12, "top": 0.05, "left": 0.05}
+    for key, tolerance in tolerances.items():
+        assert abs(ours_stats[key] - theirs_stats[key]) < tolerance, (key, ours_stats,
+                                                                      theirs_stats)
+    # Every box fits inside the image (timm retries up to 10 draws) and noise is N(0, 1).
+    assert (ours[:, 0] < height).all() and (ours[:, 1] < width).all()
+    assert (ours[:, 2] + ours[:, 0] <= height).all() and (ours[:, 3] + ours[:, 1] <= width).all()
+    assert abs(our_noise.mean()) < 0.01 and abs(our_noise.std() - 1.0) < 0.01
+    assert abs(their_noise.std() - our_noise.std()) < 0.02
+    # The same seed, the same result.
+    seed = tf.constant([3, 4], tf.int64)
+    image = tf.random.stateless_normal((height, width, 3), seed)
+    np.testing.assert_array_equal(transforms.random_erasing(image, seed, 1.0).numpy(),
+                                  transforms.random_erasing(image, seed, 1.0).numpy())
+
+
+def test_resize_upscales_as_the_antialiased_kernel_does():
+    """`resize` skips antialiasing when both sides grow. TensorFlow's two bicubic kernels then
+    differ only by how they compute their weights: within 0.25 of 255 on white noise (the worst
+    case), and exactly as close to PIL's bicubic (timm's) as the antialiased one."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    image = tf.constant(pixels, tf.float32)
+    for size in [(64, 64), (30, 41), (45, 90), (224, 224)]:
+        expected = tf.clip_by_value(
+            tf.image.resize(image, size, "bicubic", antialias=True), 0.0, 255.0).numpy()
+        ours = transforms.resize(image, size).numpy()
+        np.testing.assert_allclose(ours, expected, atol=0.25)
+        pil = np.asarray(Image.fromarray(pixels).resize(size[::-1], Image.BICUBIC), np.float32)
+        assert np.abs(ours - pil).mean() <= 1.01 * np.abs(expected - pil).mean() + 1e-6
+    # A downscale keeps the antialiasing (far from the plain kernel on noise).
+    small = transforms.resize(image, (10, 12)).numpy()
+    plain = tf.image.resize(image, (10, 12), "bicubic", antialias=False).numpy()
+    expected = tf.clip_by_value(
+        tf.image.resize(image, (10, 12), "bicubic", antialias=True), 0.0, 255.0).numpy()
+    np.testing.assert_allclose(small, expected, atol=1e-4)
+    assert np.abs(small - plain).max() > 5.0
+
+
+def test_normalize_is_the_formula():
+    rng = np.random.default_rng(5)
+    for shape in [(7, 9, 3), (2, 5, 6, 3)]:
+        pixels = rng.uniform(0, 255, shape).astype(np.float32)
+        expected = (pixels / 255.0 - np.array(transforms.IMAGENET_MEAN)) / np.array(
+            transforms.IMAGENET_STD)
+        out = transforms.normalize(tf.constant(pixels))
+        assert out.shape == shape
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_equalize_is_pil_equalize():
