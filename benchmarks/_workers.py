@@ -23,15 +23,22 @@ import time
 
 
 def serve(setup):
-    """Runs in the worker: `setup()` -> (call, ready_info, extras_fn); then serves requests."""
+    """Runs in the worker: `setup()` -> (call, ready_info, extras_fn); then serves requests.
+
+    A call is timed from outside, unless it returns {"seconds": ...}: its own timing of the work
+    (`distill_step.py` times the steps inside `fit`, without `fit`'s start-up and wind-down).
+    """
     call, info, extras = setup()
     print(json.dumps({"ready": True, **info}), flush=True)
     for line in sys.stdin:
         request = line.strip()
         if request == "time":
             start = time.perf_counter()
-            call()
-            print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+            result = call()
+            seconds = time.perf_counter() - start
+            if isinstance(result, dict) and "seconds" in result:
+                seconds = result["seconds"]  # the call timed its own steps (e.g. inside `fit`)
+            print(json.dumps({"seconds": seconds}), flush=True)
         elif request == "extras":
             print(json.dumps(extras() if extras else {}), flush=True)
         else:

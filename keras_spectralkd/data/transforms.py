@@ -29,7 +29,7 @@ How this differs from timm's `rand-m9-mstd0.5-inc1` (the reference's transform),
   log-uniform aspect ratio in 0.3-3.3, up to 10 draws, N(0, 1) noise per pixel in normalised
   space as timm's `mode="pixel"`), seeded per image like the crop and the flip. Keras'
   `RandomErasing` draws the box's sides as independent sqrt-uniform fractions of the image's
-  (a box shaped like the image, not square on average) and cost 6 ms per 224 px image.
+  (a box shaped like the image, not square on average) and cost 3-4 ms per 224 px image.
 - Resizing is TensorFlow's bicubic with antialiasing when downscaling (PIL's bicubic, used by
   timm, also filters when downscaling; values differ by small interpolation error).
 """
@@ -193,7 +193,7 @@ def random_erasing(image, seed, probability=0.25, scale=(0.02, 1.0 / 3.0), ratio
     (height / width) log-uniform in `ratio` (up to `attempts` draws until one fits) is filled
     with N(0, 1) noise, one value per pixel and channel, as timm does after normalisation.
     Only the erased box's noise is drawn, and nothing is computed for the 75% of images left
-    alone: Keras' `RandomErasing` layer drew a full image of noise per image (6 ms of a 224 px
+    alone: Keras' `RandomErasing` layer drew a full image of noise per image (3-4 ms of a 224 px
     image's ~13 ms on one core) and its sides as sqrt-uniform fractions instead.
 
     Args:
