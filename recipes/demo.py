@@ -1,7 +1,7 @@
 """The built-in demo: the whole SpectralKD method on Fashion-MNIST, offline, on a laptop CPU.
 
-    python recipes/demo.py                      # about 10 minutes on 2 CPU cores
-    KERAS_BACKEND=jax python recipes/demo.py    # ~10% faster on CPU (docs/performance.md)
+    python recipes/demo.py                      # 5-10 minutes on 2 CPU cores
+    KERAS_BACKEND=jax python recipes/demo.py    # 13% slower on CPU in all (docs/performance.md)
 
 What it does (the paper's pipeline in miniature):
 1. trains a small CaiT teacher (6 self-attention blocks + CaiT's 2 class-attention blocks);

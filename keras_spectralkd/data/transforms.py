@@ -202,6 +202,12 @@ def random_erasing(image, seed, probability=0.25, scale=(0.02, 1.0 / 3.0), ratio
     Returns:
         the image, erased or not, float32.
     """
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability must be in [0, 1]; got {probability!r}.")
+    scale = _check_range(scale, "scale", 0.0, 1.0)
+    ratio = _check_range(ratio, "ratio", 1e-6)
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1; got {attempts!r}.")
     image = tf.convert_to_tensor(image, tf.float32)
     apply_seed, box_seed, noise_seed = tf.unstack(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
@@ -457,6 +463,7 @@ class TrainTransform:
         self.mean, self.std = tuple(mean), tuple(std)
         self.interpolation = interpolation
         self.random_erasing = float(random_erasing)
+
     def __call__(self, image, seed):
         crop_seed, flip_seed, augment_seed, erase_seed = tf.unstack(
             tf.random.experimental.stateless_split(seed, num=4)

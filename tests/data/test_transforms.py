@@ -275,3 +275,7 @@ def test_bad_arguments_are_clear_errors():
         transforms.RandAugment(magnitude=12)
     with pytest.raises(ValueError, match="crop_pct"):
         transforms.EvalTransform(crop_pct=1.5)
+    with pytest.raises(ValueError, match="probability"):
+        transforms.random_erasing(tf.zeros((4, 4, 3)), tf.constant([1, 2]), probability=2.0)
+    with pytest.raises(ValueError, match="ratio"):
+        transforms.random_erasing(tf.zeros((4, 4, 3)), tf.constant([1, 2]), ratio=(3.0, 0.3))
