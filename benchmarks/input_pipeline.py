@@ -91,8 +91,9 @@ def run_timm(root, workers, batch, batches):
 
 def _allow_zero_bit_posterize():
     """timm's PosterizeIncreasing keeps 0 bits at magnitude 10 (m9 + its jitter reaches it);
-    Pillow >= 11 raises on 0 where older Pillow returned a black image. Keep the old result,
-    so timm's worker does not die mid-benchmark (a pillow/timm mismatch, not a timm choice)."""
+    Pillow 13 (seen here) raises on 0 where older Pillow returned a black image. Keep the old
+    result, so timm's worker does not die mid-benchmark (a Pillow/timm mismatch, not a timm
+    choice)."""
     from PIL import Image, ImageOps
 
     posterize = ImageOps.posterize
