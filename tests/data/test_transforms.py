@@ -119,7 +119,8 @@ def test_rand_augment_ops_keep_shape_and_range():
 
 
 def _erased_boxes(erase, trials, shape):
-    """(erased?, box height, width, top, left, noise values) of `trials` calls on zeros."""
+    """The erased boxes, (n, 4) rows of (height, width, top, left), and their noise values,
+    of `trials` calls of `erase(trial)` on zeros (calls that erased nothing give no row)."""
     boxes, noise = [], []
     for trial in range(trials):
         out = np.asarray(erase(trial)).reshape(shape)
