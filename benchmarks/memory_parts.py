@@ -67,11 +67,11 @@ def live_peak_mb(step, warm=True):
     """Runs `step()` once to warm up, then once counted; the most MB of tensors (created
     during the counted step) alive at the same time."""
     import gc
-    import weakref
 
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from torch_storages import NewStorages  # tests/torch_storages.py
 
     if warm:
         step()
@@ -82,26 +82,15 @@ def live_peak_mb(step, warm=True):
     state = {"live": 0, "peak": 0}
     counted = {}
 
+    def new(key, tensor, nbytes):
+        counted[key] = nbytes
+        state["live"] += nbytes
+        state["peak"] = max(state["peak"], state["live"])
+
     def free(key):
         state["live"] -= counted.pop(key, 0)
 
-    class Count(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for tensor in tree_flatten(out)[0]:
-                if not isinstance(tensor, torch.Tensor):
-                    continue
-                storage = tensor.untyped_storage()
-                key = storage.data_ptr()
-                if key in existing or key in counted or not storage.nbytes():
-                    continue
-                counted[key] = storage.nbytes()
-                weakref.finalize(storage, free, key)
-                state["live"] += counted[key]
-                state["peak"] = max(state["peak"], state["live"])
-            return out
-
-    with torch.no_grad() if not warm else _nothing(), Count():
+    with torch.no_grad() if not warm else _nothing(), NewStorages(new, free, existing):
         step()
     return state["peak"] / 2**20
 

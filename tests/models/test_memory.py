@@ -9,7 +9,6 @@
   (timm holds two as well).
 """
 
-import weakref
 
 import keras
 import numpy as np
@@ -61,29 +60,17 @@ def _most_alive_at_once(run, groups):
     set of shapes), the most tensors of those shapes that were alive at the same time (of the
     storages created during the run)."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
+    from torch_storages import NewStorages
 
     live, most = {}, dict.fromkeys(groups, 0)
 
-    class Count(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for tensor in tree_flatten(out)[0]:
-                if not isinstance(tensor, torch.Tensor):
-                    continue
-                storage = tensor.untyped_storage()
-                key = storage.data_ptr()
-                if key in live or not storage.nbytes():
-                    continue
-                live[key] = tuple(tensor.shape)
-                weakref.finalize(storage, live.pop, key, None)
-                for name, shapes in groups.items():
-                    alive = sum(shape in shapes for shape in live.values())
-                    most[name] = max(most[name], alive)
-            return out
+    def new(key, tensor, nbytes):
+        live[key] = tuple(tensor.shape)
+        for name, shapes in groups.items():
+            alive = sum(shape in shapes for shape in live.values())
+            most[name] = max(most[name], alive)
 
-    with torch.no_grad(), Count():
+    with torch.no_grad(), NewStorages(new, lambda key: live.pop(key, None)):
         result = run()
     del result
     return most
