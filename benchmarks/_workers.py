@@ -165,3 +165,28 @@ def release_heap_after_jax_compiles():
             trim(0)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
+
+
+def batch_clock():
+    """A Keras callback stamping the start and end (`perf_counter`) of every training batch in
+    `.begins` / `.ends`, for timing steps inside `fit`. Each end waits for the step's loss, so
+    JAX's asynchronous dispatch is included. `.clear()` empties both."""
+    import keras
+
+    class BatchClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.begins, self.ends = [], []
+
+        def clear(self):
+            self.begins.clear()
+            self.ends.clear()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.begins.append(time.perf_counter())
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(keras.ops.convert_to_numpy(logs["loss"]))  # waits for the step
+            self.ends.append(time.perf_counter())
+
+    return BatchClock()

@@ -22,7 +22,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
@@ -30,22 +29,6 @@ os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-
-
-class _StepTimes:
-    """A Keras callback recording the wall time between consecutive batch ends."""
-
-    def __init__(self):
-        import keras
-
-        outer = self
-
-        class Callback(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                outer.ends.append(time.perf_counter())
-
-        self.callback = Callback()
-        self.ends = []
 
 
 def main():
@@ -62,6 +45,7 @@ def main():
                         "sequential), or forced")
     args = parser.parse_args()
 
+    from _workers import batch_clock
     from input_pipeline import write_jpegs
 
     write_jpegs(args.root, args.images)
@@ -96,15 +80,15 @@ def main():
 
     stream = data.train(0, 0).repeat()
     cached = data.train(0, 0).take(1).cache().repeat()
-    timer = _StepTimes()
+    timer = batch_clock()
     per_step = {"pipeline": [], "cached": []}
     steps = args.steps + 2  # the first two ends of each fit are left out (start-up, prefetch)
     distiller.fit(cached, steps_per_epoch=2, epochs=1, verbose=0)  # compile
     for round_index in range(args.rounds):
         for name, dataset in (("cached", cached), ("pipeline", stream)):
-            timer.ends.clear()
+            timer.clear()
             distiller.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0,
-                          callbacks=[timer.callback])
+                          callbacks=[timer])
             gaps = [b - a for a, b in zip(timer.ends[1:], timer.ends[2:])]
             per_step[name].append(statistics.median(gaps))
             print(f"round {round_index + 1}: {name} {per_step[name][-1]:.3f} s/step",

@@ -297,27 +297,19 @@ def run_keras(args):
         tiled = [np.concatenate([keras.ops.convert_to_numpy(t)] * args.steps_per_call)
                  for t in (images, labels)]
 
-        marks = {}
+        from _workers import batch_clock
 
-        class StepClock(keras.callbacks.Callback):
-            def on_train_batch_begin(self, batch, logs=None):
-                marks.setdefault("first_begin", time.perf_counter())
-
-            def on_train_batch_end(self, batch, logs=None):
-                float(keras.ops.convert_to_numpy(logs["loss"]))  # waits for the step (JAX)
-                marks["last_end"] = time.perf_counter()
-
-        clock = StepClock()
+        clock = batch_clock()
 
         def step():
             # Timed from the first step's start to the last step's end: the steps as an epoch
             # of many steps runs them, without `fit`'s start-up (data adapter, callbacks) and
             # wind-down, which an epoch pays once and which vary by up to seconds between
             # calls on TensorFlow.
-            marks.clear()
+            clock.clear()
             distiller.fit(*tiled, batch_size=args.batch, epochs=1, shuffle=False, verbose=0,
                           callbacks=[clock])
-            return {"seconds": marks["last_end"] - marks["first_begin"]}
+            return {"seconds": clock.ends[-1] - clock.begins[0]}
 
         step()
 
