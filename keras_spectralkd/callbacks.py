@@ -30,7 +30,7 @@ class SpectralTensorBoard(keras.callbacks.Callback):
       probe, and `spectral/pair_loss/mean` (the spectral loss on the probe, SPEC.md 2);
     - `spectral/profile_correlation`: Pearson r of the depth-aligned intensity profiles
       (`analysis.compare.profile_correlation`);
-    - `spectral/level_distance`: mean over layer pairs of |L(F_s) - L(pool(F_t))|, the gap
+    - `spectral/pair_level_gap`: mean over layer pairs of |L(F_s) - L(pool(F_t))|, the gap
       between the intensity levels of each student map and its channel-pooled teacher map (the
       same width, so no 1/sqrt(C) offset; SPEC.md 5);
     - `spectral/spectrum/student_SS_teacher_TT`: per layer pair, an image of three panels: the
@@ -185,7 +185,7 @@ class SpectralTensorBoard(keras.callbacks.Callback):
                 image, ranges = render_pair_spectra(*magnitudes)
                 images[f"spectral/spectrum/{name}"] = (image, spectra_description(ranges))
             scalars["spectral/pair_loss/mean"] = float(np.mean(losses))
-            scalars["spectral/level_distance"] = float(np.mean(level_gaps))
+            scalars["spectral/pair_level_gap"] = float(np.mean(level_gaps))
         scalars["spectral/profile_correlation"] = compare.profile_correlation(
             teacher_profile, student_profile
         )
@@ -448,8 +448,8 @@ def custom_scalars_layout():
                         "spectral loss per layer pair (training)",
                         r"epoch_spectral_loss(_pair_\d+)?$",
                     ),
-                    chart("level distance |L(student) - L(pooled teacher)|",
-                          r"spectral/level_distance$"),
+                    chart("pair level gap |L(student) - L(pooled teacher)|",
+                          r"spectral/pair_level_gap$"),
                     chart("profile correlation (teacher vs student)",
                           r"spectral/profile_correlation$"),
                 ],

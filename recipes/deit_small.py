@@ -9,7 +9,9 @@ blocks 0 1 6..11 <- teacher blocks 0 1 18..23 (DeiT-Small's 384 channels match C
 
 Re-running with the same --output_dir resumes from the last complete checkpoint (the
 teacher is rebuilt from the file the checkpoint names); see docs/training.md.
-The settings live in keras_spectralkd/recipes/table.py; `--help` lists the flags.
+The settings live in keras_spectralkd/recipes/table.py; `--help` lists every one with its
+default. This is `spectralkd-train --recipe=deit_small` with the same flags (`--name=value` or
+`--set name=value`).
 """
 
 import os
@@ -17,9 +19,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_spectralkd.recipes import RECIPES, main  # noqa: E402
+from keras_spectralkd.recipes import RECIPES  # noqa: E402
+from keras_spectralkd.tools import train  # noqa: E402
 
 RECIPE = RECIPES["deit_small"]
 
 if __name__ == "__main__":
-    sys.exit(main(RECIPE))
+    sys.exit(train.main(recipe_name=RECIPE.name))

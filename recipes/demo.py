@@ -1,14 +1,16 @@
 """The built-in demo: the whole SpectralKD method on Fashion-MNIST, offline, on a laptop CPU.
 
     python recipes/demo.py                      # 5-10 minutes on 2 CPU cores
-    KERAS_BACKEND=jax python recipes/demo.py    # 13% slower on CPU in all (docs/performance.md)
+    KERAS_BACKEND=jax python recipes/demo.py
 
-What it does (the paper's pipeline in miniature):
+What it does (the paper's pipeline in miniature, each training a run of the package's one
+engine, `spectralkd-train --recipe=fashion_mnist_teacher` / `--recipe=fashion_mnist`):
 1. trains a small CaiT teacher (6 self-attention blocks + CaiT's 2 class-attention blocks);
 2. profiles it: the frequency intensity L(X) of every block (SPEC.md 5), with plots;
 3. chooses the layer pairs with the guideline (SPEC.md 6, `analysis.select_layer_pairs`);
-4. trains the same smaller DeiT student (same initial weights) three ways: without KD, with
-   soft KD only, and with SpectralKD (soft KD + the spectral alignment loss on those pairs);
+4. trains the same smaller DeiT student (same initial weights, same batches) three ways: without
+   KD, with soft KD only, and with SpectralKD (soft KD + the spectral alignment loss on those
+   pairs);
 5. prints a table (top-1 of each model; how well each student's intensity profile correlates
    with the teacher's; the spectral alignment loss between each student's and the teacher's
    paired maps) and says where the plots and TensorBoard logs are.
@@ -17,231 +19,124 @@ The data are Fashion-MNIST (28x28, 10 classes), made 3-channel: the full set whe
 (the `dataset-fashion-mnist` Debian package, Keras' cache, or a download when online), else the
 subset shipped with the package, so the demo runs on a fresh machine offline; the first line
 says which. The default fixed subset (10k train / 2k test images) is the same from either
-source, and it and the epochs fit the time budget. Everything is written under --output_dir (default runs/demo); a second
-run with the same directory resumes or reuses the finished parts.
+source. Everything is written under --output_dir (default runs/demo): one run folder per model
+(teacher/, runs/seed0-<arm>/), results.json and plots/; a second run with the same directory
+resumes or reuses the finished parts.
 """
 
-import dataclasses
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# First: Keras and TensorFlow imported without TensorFlow's C++ start-up lines ("could not find
-# cuda drivers", "failed call to cuInit", ...), which mean nothing on a CPU machine.
-from keras_spectralkd import _startup  # noqa: E402
+from keras_spectralkd.tools import cli  # noqa: E402
 
-_startup.quiet_import("keras", "tensorflow")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_spectralkd import Distiller, analysis, spectral_alignment_loss  # noqa: E402
-from keras_spectralkd.data import fashion_mnist_data  # noqa: E402
-from keras_spectralkd.models import create  # noqa: E402
-from keras_spectralkd.tools import study  # noqa: E402
-from keras_spectralkd.training import checkpoint as checkpoint_lib  # noqa: E402
-from keras_spectralkd.training import ema as ema_lib, loop  # noqa: E402
-from keras_spectralkd.training.optimizer import create_optimizer  # noqa: E402
-from keras_spectralkd.training.schedules import WarmupCosineDecay  # noqa: E402
+PROG = "demo.py"
+# The demo's students, in the Distiller's words, with their table labels.
+ARMS = {"none": "student, no KD", "soft": "student, soft KD",
+        "soft+spectral": "student, SpectralKD"}
 
 
-@dataclasses.dataclass
-class DemoConfig:
-    """Sizes of the demo. The defaults are the README's run; `quick()` is the test's."""
+def configs(quick=False, **changes):
+    """The teacher's and the students' `RunConfig`s of the demo (`changes`: data_dir,
+    train_size, validation_size, batch_size, seed, teacher_epochs, student_epochs, verbose)."""
+    from keras_spectralkd.recipes import RECIPES
 
-    output_dir: str = "runs/demo"
-    train_size: int = 10_000
-    validation_size: int = 2_000
-    image_size: int = 28
-    # 7x7 patches: a 4x4 token grid, about 3.5x cheaper than 4x4 patches (7x7 grid) on CPU.
-    patch_size: int = 7
-    batch_size: int = 128
-    teacher_epochs: int = 6
-    student_epochs: int = 5
-    lr: float = 1e-3
-    warmup_epochs: int = 1
-    # Random shifts and flips slow these few-epoch runs down a lot (a linear probe drops from
-    # 85% to 70% test accuracy after 3 epochs with them): off by default.
-    augment: bool = False
-    # The miniature's models, one definition for the demo and the study.
-    teacher: dict = dataclasses.field(default_factory=lambda: dict(study.TEACHER))
-    student: dict = dataclasses.field(default_factory=lambda: dict(study.STUDENT))
-    spectral_weight: float = 0.2
-    profile_images: int = 512
-    seed: int = 0
-    data_dir: str = None
-    verbose: int = 2
-
-    @classmethod
-    def quick(cls, output_dir, data_dir=None):
-        """A tiny version for tests: a few hundred images, one epoch, very small models."""
-        return cls(
-            output_dir=output_dir, data_dir=data_dir, train_size=128, validation_size=64,
-            batch_size=64, teacher_epochs=1, student_epochs=1, warmup_epochs=0,
-            profile_images=64, teacher=dict(embed_dim=32, depth=3, num_heads=2, init_values=0.1),
-            student=dict(embed_dim=16, depth=2, num_heads=2), verbose=0,
-        )
+    preset = "quick" if quick else "paper"
+    common = {} if quick else dict(validation_size=2_000)
+    common.update({k: v for k, v in changes.items()
+                   if k not in ("teacher_epochs", "student_epochs") and v is not None})
+    teacher_epochs = changes.get("teacher_epochs") or (1 if quick else 6)
+    student_epochs = changes.get("student_epochs") or (1 if quick else 5)
+    teacher = RECIPES["fashion_mnist_teacher"].config(preset, epochs=teacher_epochs, **common)
+    student = RECIPES["fashion_mnist"].config(preset, epochs=student_epochs, **common)
+    return teacher.check(), student.check()
 
 
-# === Pieces ===
-def _compile(distiller, config, epochs, steps_per_epoch):
-    total = epochs * steps_per_epoch
-    schedule = WarmupCosineDecay(
-        config.lr, total_steps=total,
-        warmup_steps=min(config.warmup_epochs * steps_per_epoch, total - 1),
-        warmup_init_lr=1e-6, min_lr=1e-5,
-    )
-    model = distiller.student
-    distiller.compile(
-        optimizer=create_optimizer(schedule, model=model, weight_decay=0.05),
-        metrics=ema_lib.classification_metrics(model.output_shape[-1]),
-    )
-
-
-def _fit(name, distiller, data, config, epochs, callbacks=()):
-    """Trains with the package's loop (checkpoints, logs, best epoch) under output_dir/runs."""
-    run_dir = os.path.join(config.output_dir, "runs", name)
-    log_dir = os.path.join(config.output_dir, "tensorboard", name)
-    started = time.time()
-    result = loop.train(
-        distiller, data.train, epochs=epochs, steps_per_epoch=data.steps_per_epoch,
-        validation_data=data.validation, output_dir=run_dir,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False), *callbacks],
-        best_model=distiller.student, verbose=config.verbose,
-    )
-    final = result.history[-1]
-    return {
-        "top1": float(final["val_accuracy"]),
-        "best_top1": float(result.best["value"]) if result.best else float("nan"),
-        "train_time_s": round(time.time() - started, 1),
-    }
-
-
-def _profile(model, data, config, name):
-    return analysis.profile_model(
-        model, data.validation, num_images=config.profile_images, name=name, verbose=0
-    )
-
-
-def _log(config, message):
-    if config.verbose:
-        print(message, flush=True)
-
-
-# === The demo ===
-def run_demo(config):
+def run_demo(output_dir, teacher_config, student_config, profile_images=512, log=None):
     """Runs the whole demo; returns the results dict (also written to results.json)."""
+    import time
+
+    import keras
+
+    from keras_spectralkd import analysis
+    from keras_spectralkd.recipes import RECIPES, runner, sweep
+    from keras_spectralkd.training import checkpoint as checkpoint_lib
+
     started = time.time()
-    keras.utils.set_random_seed(config.seed)
-    os.makedirs(config.output_dir, exist_ok=True)
-    data = fashion_mnist_data(
-        image_size=config.image_size, batch_size=config.batch_size,
-        train_size=config.train_size, validation_size=config.validation_size, seed=config.seed,
-        data_dir=config.data_dir, augment=config.augment,
+    verbose = runner.resolve_verbose(student_config.verbose)
+    log = log or ((lambda message: print(f"[demo] {message}", flush=True)) if verbose
+                  else (lambda message: None))
+    os.makedirs(output_dir, exist_ok=True)
+    data = runner.load_data(teacher_config)
+    log(f"{data.description}; backend {keras.backend.backend()}.")
+
+    # 1-3. The teacher (cross-entropy only), its profile, the guideline's layer pairs.
+    depth = teacher_config.student_overrides["depth"]
+    log(f"1/4 training the CaiT teacher ({depth} blocks) for {teacher_config.epochs} epochs.")
+    teacher = sweep.train_teacher(
+        RECIPES["fashion_mnist_teacher"], teacher_config, output_dir,
+        student_depth=student_config.student_overrides["depth"],
+        profile_images=profile_images, log=log,
     )
-    _log(config, f"[demo] {data.description}; backend {keras.backend.backend()}.")
-    common = dict(num_classes=data.num_classes, image_size=config.image_size,
-                  patch_size=config.patch_size)
+    log("2/4 teacher intensity profile L(X) per block: "
+        + " ".join(f"{v:.4f}" for v in teacher.profile.intensity))
+    log("3/4 guideline's layer pairs (student:teacher): "
+        + analysis.format_layer_pairs(teacher.pairs))
 
-    # 1. The teacher: cross-entropy only.
-    teacher = create("cait_s24_224", **common, **config.teacher)
-    _log(config, f"[demo] 1/4 training the CaiT teacher ({teacher.count_params():,} params, "
-                 f"{teacher.num_units} blocks) for {config.teacher_epochs} epochs.")
-    trainer = Distiller(None, teacher, mode="none")
-    _compile(trainer, config, config.teacher_epochs, data.steps_per_epoch)
-    results = {"teacher": _fit("teacher", trainer, data, config, config.teacher_epochs)}
-    teacher.trainable = False
-
-    # 2. Profile the teacher and 3. choose the layer pairs with the guideline.
-    teacher_profile = _profile(teacher, data, config, "teacher (CaiT)")
-    student_depth = config.student["depth"]
-    pairs = analysis.select_layer_pairs(teacher_profile, student_depth)
-    _log(config, "[demo] 2/4 teacher intensity profile L(X) per block: "
-                 + " ".join(f"{v:.4f}" for v in teacher_profile.intensity)
-                 + "\n[demo] 3/4 guideline's layer pairs (student:teacher): "
-                 + analysis.format_layer_pairs(pairs))
-
-    # 4. Three students from the same initial weights.
-    student = create("deit_tiny_patch16_224", **common, **config.student)
-    initial_weights = student.get_weights()
-    probe = next(iter(data.validation))[0][:8]
-    gap_images = np.concatenate([x for x, _ in data.validation])[: config.profile_images]
-    _, teacher_maps = teacher.forward_intermediates(gap_images, [t for _, t in pairs])
-    runs = [
-        ("no_kd", dict(teacher=None, mode="none")),
-        ("soft_kd", dict(teacher=teacher, mode="soft")),
-        ("spectral_kd", dict(teacher=teacher, mode="soft", layer_pairs=pairs,
-                             spectral_weight=config.spectral_weight)),
-    ]
-    profiles = {"teacher": teacher_profile}
-    for index, (name, kwargs) in enumerate(runs):
-        keras.utils.set_random_seed(config.seed + 1)  # same data order and draws for each
-        model = create("deit_tiny_patch16_224", **common, **config.student)
-        model.set_weights(initial_weights)
-        distiller = Distiller(student=model, **kwargs)
-        _compile(distiller, config, config.student_epochs, data.steps_per_epoch)
-        _log(config, f"[demo] 4/4 ({index + 1}/3) training the DeiT student "
-                     f"({model.count_params():,} params, {model.num_units} blocks): {name}.")
-        callbacks = []
-        if distiller.teacher is not None:
-            from keras_spectralkd.callbacks import SpectralTensorBoard
-
-            callbacks.append(SpectralTensorBoard(
-                os.path.join(config.output_dir, "tensorboard", name), probe
-            ))
-        results[name] = _fit(name, distiller, data, config, config.student_epochs, callbacks)
-        profiles[name] = _profile(model, data, config, f"student ({name})")
-        results[name]["intensity"] = [float(v) for v in profiles[name].intensity]
-        results[name]["profile_correlation"] = analysis.profile_correlation(
-            teacher_profile, profiles[name]
-        )
-        # The spectral alignment loss (SPEC.md 2) on the guideline's pairs, on test images:
-        # how far the student's paired feature maps are from the teacher's, in frequency.
-        _, student_maps = model.forward_intermediates(gap_images, [s for s, _ in pairs])
-        results[name]["spectral_gap"] = float(keras.ops.convert_to_numpy(
-            spectral_alignment_loss(student_maps, teacher_maps)
-        ))
+    # 4. Three students: same seed, so the same initial weights and batches.
+    results = {"teacher": _scores(teacher.summary)}
+    profiles = {"teacher": teacher.profile}
+    for index, arm in enumerate(ARMS):
+        log(f"4/4 ({index + 1}/3) training the DeiT student: {arm}.")
+        result = sweep.run_arm(RECIPES["fashion_mnist"], student_config, arm, sweep.ARMS[arm],
+                               student_config.seed, teacher, output_dir, log)
+        results[arm] = {**_scores(result), **{k: result[k] for k in (
+            "intensity", "profile_r", "spectral_gap", "run_dir")}}
+        profiles[arm] = analysis.Profile.load(os.path.join(result["run_dir"], "profile.json"))
 
     # Plots: the teacher against the SpectralKD student (all figures), and all four profiles.
-    plot_dir = os.path.join(config.output_dir, "plots")
+    plot_dir = os.path.join(output_dir, "plots")
     figures = analysis.save_profile_figures(
-        plot_dir, [profiles["teacher"], profiles["spectral_kd"]],
-        labels=["teacher (CaiT)", "student (SpectralKD)"], layer_pairs=pairs,
+        plot_dir, [profiles["teacher"], profiles["soft+spectral"]],
+        labels=["teacher (CaiT)", "student (SpectralKD)"], layer_pairs=teacher.pairs,
     )
     figures["intensity_all"] = os.path.join(plot_dir, "intensity_all.png")
     analysis.plot_intensity(
-        [profiles[k] for k in ("teacher", "no_kd", "soft_kd", "spectral_kd")],
-        ["teacher (CaiT)", "student, no KD", "student, soft KD", "student, SpectralKD"],
-        layer_pairs=pairs, path=figures["intensity_all"],
+        [profiles[k] for k in ("teacher", *ARMS)], ["teacher (CaiT)", *ARMS.values()],
+        layer_pairs=teacher.pairs, path=figures["intensity_all"],
     )
     summary = {
         "results": results,
-        "layer_pairs": [list(p) for p in pairs],
-        "teacher_intensity": [float(v) for v in teacher_profile.intensity],
+        "layer_pairs": [list(p) for p in teacher.pairs],
+        "teacher_intensity": [float(v) for v in teacher.profile.intensity],
         "plots": figures,
-        "tensorboard": os.path.join(config.output_dir, "tensorboard"),
+        "output_dir": output_dir,
         "backend": keras.backend.backend(),
-        "config": dataclasses.asdict(config),
+        "configs": {"teacher": teacher_config.to_dict(), "student": student_config.to_dict()},
         "wall_time_s": round(time.time() - started, 1),
     }
-    checkpoint_lib.atomic_write_json(os.path.join(config.output_dir, "results.json"), summary)
-    if config.verbose:
-        print(format_table(summary))
+    checkpoint_lib.atomic_write_json(os.path.join(output_dir, "results.json"), summary)
+    if verbose:
+        print(format_table(summary), flush=True)
     return summary
+
+
+def _scores(result):
+    """Final and best-epoch top-1 and the training time of a run summary or sweep result."""
+    if "top1" in result:
+        return {k: result[k] for k in ("top1", "best_top1", "train_time_s")}
+    history = result["history"]
+    return {"top1": history[-1]["val_accuracy"],
+            "best_top1": max(h["val_accuracy"] for h in history),
+            "train_time_s": result["wall_time_s"]}
 
 
 def format_table(summary):
     """The demo's printed table and where its outputs are."""
     results = summary["results"]
-    rows = [
-        ("teacher (CaiT, CE)", results["teacher"], None),
-        ("student, no KD", results["no_kd"], results["no_kd"]["profile_correlation"]),
-        ("student, soft KD", results["soft_kd"], results["soft_kd"]["profile_correlation"]),
-        ("student, SpectralKD", results["spectral_kd"],
-         results["spectral_kd"]["profile_correlation"]),
-    ]
+    rows = [("teacher (CaiT, CE)", results["teacher"])]
+    rows += [(label, results[arm]) for arm, label in ARMS.items()]
     lines = [
         "",
         f"SpectralKD demo on Fashion-MNIST ({summary['backend']} backend, "
@@ -250,8 +145,8 @@ def format_table(summary):
         f"{'model':<22} {'top-1':>7} {'best':>7} {'profile r':>10} {'spectral gap':>13} "
         f"{'train s':>8}",
     ]
-    for label, result, correlation in rows:
-        corr = "-" if correlation is None else f"{correlation:+.3f}"
+    for label, result in rows:
+        corr = f"{result['profile_r']:+.3f}" if "profile_r" in result else "-"
         gap = f"{result['spectral_gap']:.4f}" if "spectral_gap" in result else "-"
         lines.append(
             f"{label:<22} {result['top1'] * 100:6.2f}% {result['best_top1'] * 100:6.2f}% "
@@ -264,41 +159,50 @@ def format_table(summary):
         "student's and the teacher's maps at the layer pairs, on test images (what SpectralKD "
         "minimises; lower is closer).",
         f"Plots: {', '.join(summary['plots'].values())}",
-        f"TensorBoard: tensorboard --logdir {summary['tensorboard']}",
-        f"Numbers: {os.path.join(summary['config']['output_dir'], 'results.json')}",
+        f"TensorBoard: tensorboard --logdir {summary['output_dir']}",
+        f"Numbers: {os.path.join(summary['output_dir'], 'results.json')}",
     ]
     return "\n".join(lines)
 
 
-def main(argv):
-    from absl import flags
+def build_parser():
+    parser = cli.parser(PROG, "The whole SpectralKD method on Fashion-MNIST, offline "
+                              "(see the module docstring).")
+    parser.add_argument("--output_dir", default="runs/demo", help="where everything goes")
+    parser.add_argument("--quick", action="store_true",
+                        help="a one-minute version on tiny models (for tests)")
+    for name, help_text in (("train_size", "training images (default 10000)"),
+                            ("validation_size", "test images (default 2000)"),
+                            ("teacher_epochs", "teacher epochs (default 6)"),
+                            ("student_epochs", "epochs of each student (default 5)"),
+                            ("batch_size", "batch size (default 128)"),
+                            ("seed", "seed (default 0)")):
+        parser.add_argument(f"--{name}", type=int, help=help_text)
+    parser.add_argument("--data_dir", help="a folder with the Fashion-MNIST idx files")
+    return parser
 
-    if len(argv) > 1:
-        raise ValueError(f"Unexpected arguments: {argv[1:]}.")
-    f = flags.FLAGS
-    config = DemoConfig(output_dir=f.output_dir)
-    if f.quick:
-        config = DemoConfig.quick(f.output_dir)
-        config.verbose = 2
-    for name in ("train_size", "validation_size", "teacher_epochs", "student_epochs",
-                 "batch_size", "seed"):
-        if f[name].present:
-            setattr(config, name, f[name].value)
-    if keras.backend.backend() == "torch":
-        print("[demo] note: Keras' torch backend is several times slower than jax or "
-              "tensorflow on CPU; KERAS_BACKEND=jax runs this demo fastest.", flush=True)
-    run_demo(config)
+
+def main(argv=None):
+    """0 done, 1 a failure (one line, no traceback), 2 a usage error."""
+
+    def body(args):
+        import keras
+
+        settings = {name: getattr(args, name) for name in (
+            "train_size", "validation_size", "teacher_epochs", "student_epochs", "batch_size",
+            "seed", "data_dir")}
+        try:
+            teacher_config, student_config = configs(args.quick, **settings)
+        except ValueError as error:
+            raise cli.UsageError(str(error)) from None
+        if keras.backend.backend() == "torch":
+            print("[demo] note: Keras' torch backend is several times slower than jax or "
+                  "tensorflow on CPU; KERAS_BACKEND=jax runs this demo fastest.", flush=True)
+        run_demo(args.output_dir, teacher_config, student_config,
+                 profile_images=64 if args.quick else 512)
+
+    return cli.run(build_parser(), body, argv)
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("output_dir", "runs/demo", "Where results, plots and logs go.")
-    flags.DEFINE_bool("quick", False, "A one-minute version on tiny models (for tests).")
-    flags.DEFINE_integer("train_size", None, "Training images (default 10000).")
-    flags.DEFINE_integer("validation_size", None, "Test images (default 2000).")
-    flags.DEFINE_integer("teacher_epochs", None, "Teacher epochs (default 6).")
-    flags.DEFINE_integer("student_epochs", None, "Epochs of each student (default 5).")
-    flags.DEFINE_integer("batch_size", None, "Batch size (default 128).")
-    flags.DEFINE_integer("seed", None, "Seed (default 0).")
-    app.run(main)
+    sys.exit(main())

@@ -119,7 +119,7 @@ def test_distiller_training_logs_spectral_panels(tmp_path, data):
         "spectral/pair_loss/student_01_teacher_03",
         "spectral/pair_loss/mean",
         "spectral/profile_correlation",
-        "spectral/level_distance",
+        "spectral/pair_level_gap",
         "spectral/spectrum/student_00_teacher_00",
         "spectral/spectrum/student_01_teacher_03",
     }
@@ -155,7 +155,7 @@ def test_distiller_training_logs_spectral_panels(tmp_path, data):
         level_gaps.append(abs(level_gap))
     np.testing.assert_allclose(events["spectral/pair_loss/mean"][-1][1], np.mean(losses), rtol=1e-5)
     np.testing.assert_allclose(
-        events["spectral/level_distance"][-1][1], np.mean(level_gaps), rtol=1e-4
+        events["spectral/pair_level_gap"][-1][1], np.mean(level_gaps), rtol=1e-4
     )
     # The student trained between the two epochs, so its panels moved.
     first, last = (v for _, v in events["spectral/student/intensity/unit_01"])

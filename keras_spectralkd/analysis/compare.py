@@ -96,6 +96,19 @@ def profile_correlation(reference, other, quantity="intensity"):
     return pearson(a, b)
 
 
+def level_distance(reference, other):
+    """RMS difference of two profiles' L(X) over relative depth (aligned as in
+    `profile_correlation`).
+
+    Unlike the correlation it sees the level, so it includes the 1/sqrt(C) width effect of
+    SPEC.md 5: compare it across students of one width, not to zero.
+    """
+    _, a, b = aligned_curves(
+        reference.relative_depth, reference.intensity, other.relative_depth, other.intensity
+    )
+    return float(np.sqrt(np.mean((b - a) ** 2)))
+
+
 def pearson(a, b):
     """Pearson correlation of two equal-length vectors; nan if either is constant or too short."""
     a = np.asarray(a, dtype=np.float64)

@@ -1,8 +1,13 @@
-"""Per-batch numpy math of the spectral profile (SPEC.md section 5), and its running sums.
+"""The statistics of the package: the spectral profile's per-batch math, and the t-intervals of
+paired-seed comparisons.
 
-Everything here works on one (B, h, w, C) float array at a time and returns float64 sums with
-their counts, so that a caller can stream over any number of batches (`UnitStatistics`) and
-divide at the end. Large maps are processed in chunks of tokens to bound memory.
+- Per-batch numpy math of the spectral profile (SPEC.md section 5), and its running sums:
+  everything works on one (B, h, w, C) float array at a time and returns float64 sums with their
+  counts, so that a caller can stream over any number of batches (`UnitStatistics`) and divide
+  at the end. Large maps are processed in chunks of tokens to bound memory.
+- Student's t (`t_cdf`, `t_quantile`, pure Python, no SciPy), `mean_interval` and
+  `paired_difference`: the intervals of the study's paired design (same initial weights and
+  batches per seed, one arm differing).
 """
 
 import math
@@ -151,3 +156,98 @@ class UnitStatistics:
         entropy_sum, tokens = token_entropy_sum(feature_map, low, high, bins)
         self.entropy_sum += entropy_sum
         self.entropy_tokens += tokens
+
+
+# === Paired-seed statistics (the study) ===
+def _log_beta_continued_fraction(a, b, x):
+    """The continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return result
+
+
+def regularized_incomplete_beta(a, b, x):
+    """I_x(a, b) for a, b > 0 and x in [0, 1] (Numerical Recipes' `betai`, to ~1e-14)."""
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x must be in [0, 1]; got {x!r}.")
+    if x in (0.0, 1.0):
+        return x
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+        + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _log_beta_continued_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _log_beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t, df):
+    """P(T <= t) for Student's t with `df` > 0 degrees of freedom."""
+    if df <= 0:
+        raise ValueError(f"Degrees of freedom must be > 0; got {df!r}.")
+    tail = 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p, df):
+    """The p-quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`).
+
+    E.g. `t_quantile(0.975, 2)` = 4.3027, the factor of a 95% interval from 3 paired seeds.
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1); got {p!r}.")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        high *= 2.0
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        if t_cdf(middle, df) < p:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-12 * max(1.0, high):
+            break
+    return 0.5 * (low + high)
+
+
+def mean_interval(values, confidence=0.95):
+    """Mean, sample std (ddof 1) and the t-interval of the mean of `values`.
+
+    Returns a dict: n, mean, std, low, high (std, low and high are nan for fewer than 2 values).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = int(values.size)
+    if n == 0:
+        raise ValueError("No values to summarise.")
+    mean = float(values.mean())
+    if n < 2:
+        return dict(n=n, mean=mean, std=float("nan"), low=float("nan"), high=float("nan"))
+    std = float(values.std(ddof=1))
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
+    return dict(n=n, mean=mean, std=std, low=mean - half, high=mean + half)
+
+
+def paired_difference(values, baseline, confidence=0.95):
+    """`mean_interval` of the per-seed differences values[s] - baseline[s] (seeds in both)."""
+    seeds = sorted(set(values) & set(baseline))
+    if not seeds:
+        raise ValueError("No seed has both results; nothing to pair.")
+    summary = mean_interval([values[s] - baseline[s] for s in seeds], confidence)
+    summary["seeds"] = seeds
+    return summary

@@ -1,9 +1,11 @@
-"""The paper's training recipes: the runner (command line -> training run) and the table.
+"""The training engine and its recipes: `run` (a `RunConfig` -> a run folder), the recipe table,
+and `sweep` (many runs: the demo's and the study's arms and seeds).
 
-`recipes/deit_tiny.py`, `deit_small.py` and `swin_tiny.py` at the repository root are thin
-entry scripts over `RECIPES`. This package is the top layer: nothing else in keras_spectralkd
-imports it.
+`spectralkd-train` (keras_spectralkd/tools/train.py) runs any recipe; `recipes/deit_tiny.py`,
+`deit_small.py`, `swin_tiny.py` and `demo.py` at the repository root are thin scripts over it.
+This package is the application layer: only the command-line tools import it.
 """
 
-from keras_spectralkd.recipes.runner import Recipe, RunConfig, main, run
+from keras_spectralkd.recipes.config import Recipe, RunConfig
+from keras_spectralkd.recipes.runner import run
 from keras_spectralkd.recipes.table import RECIPES

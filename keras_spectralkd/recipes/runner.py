@@ -1,163 +1,43 @@
-"""The recipes' runner: a recipe's settings and the command line -> a training run.
+"""The one training engine: a `RunConfig` -> a training run folder.
 
-A recipe is a `Recipe` (the paper's numbers, SPEC.md 4 and 7, plus presets that shrink it; the
-table is `recipes/table.py`); the runner turns command-line flags into a `RunConfig` and trains:
+Every training of the package goes through `run`: the paper's ImageNet recipes, the
+Fashion-MNIST miniature (its teacher and its students), the demo's and the study's runs, and a
+user's own config (`spectralkd-train --recipe=... --set name=value`, `tools/train.py`):
 
-    data (ImageNet: folders or TFDS) -> teacher (converted weights) + student -> Distiller
-    -> AdamW (+ EMA) + warmup-cosine -> `training.train` (checkpoints, resume, logs, TensorBoard)
+    checked config -> data (ImageNet folders/TFDS, or Fashion-MNIST) -> student (seeded) +
+    teacher (from its weights) -> Distiller -> AdamW (+ EMA) + warmup-cosine -> `training.train`
+    (checkpoints, exact resume, logs, TensorBoard) -> student.keras, summary.json
 
-Every setting is written once, as a `RunConfig` field: the fields that carry a `help` in their
-metadata become absl flags (type from the annotation, `choices` -> an enum flag), with the
-recipe's paper value as default; each flag given on the command line overrides the preset.
+A run folder holds config.json, checkpoints/, log.csv and log.jsonl (one record per epoch),
+best.weights.h5, tensorboard/, student.keras and summary.json; the same call on the same folder
+resumes it. The student is created right after seeding, before anything else draws, so runs of
+one seed start from the same weights and see the same batches whatever their mode (the study's
+paired design).
 
 This package sits above everything else in keras_spectralkd (it drives models, conversion,
-data, the Distiller, analysis and training); nothing in the package imports it.
+data, the Distiller, analysis and training); only the command-line tools import it.
 """
 
 import dataclasses
+import json
 import os
 import sys
 import time
 
 import keras
-import tensorflow as tf
-from absl import flags
 
 from keras_spectralkd import data as data_lib
 from keras_spectralkd import models
-from keras_spectralkd.analysis import parse_layer_pairs
 from keras_spectralkd.callbacks import SpectralTensorBoard
 from keras_spectralkd.convert import from_timm, pretrained
 from keras_spectralkd.distiller import Distiller
+from keras_spectralkd.recipes.config import Recipe, RunConfig
 from keras_spectralkd.training import checkpoint as checkpoint_lib
 from keras_spectralkd.training import distribute, loop, optimizer as optim
 from keras_spectralkd.training import ema as ema_lib
 from keras_spectralkd.training import schedules
-from keras_spectralkd.training.callbacks import NonFiniteLossError
 
-MODES = ("soft", "hard", "fft", "none")
 TIMM_CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar")
-PRECISION_CHOICES = ("auto",) + optim.PRECISIONS
-
-
-def setting(help, default=dataclasses.MISSING, choices=None, **field_kwargs):
-    """A `RunConfig` field that is also a command-line flag (`help` is the flag's help)."""
-    metadata = {"help": help}
-    if choices is not None:
-        metadata["choices"] = tuple(choices)
-    return dataclasses.field(default=default, metadata=metadata, **field_kwargs)
-
-
-# === Configuration ===
-@dataclasses.dataclass
-class RunConfig:
-    """Everything one training run needs; the recipe's preset fills it, flags override it.
-
-    Model fields take timm names; `*_overrides` are extra `models.create` arguments (presets use
-    them for small models). `batch_size` is GLOBAL (over all replicas); the learning rate is
-    `lr * batch_size / 512` (DeiT's rule). Fields made with `setting(help, ...)` are flags.
-    """
-
-    student: str
-    teacher: str
-    layer_pairs: list = setting(
-        "student:teacher unit pairs, e.g. '0:0,1:1,6:18' (tools/analyze.py prints a "
-        "suggestion); default: the paper's (SPEC.md 4).")
-    spectral_weight: float = setting("w_fft (SPEC.md 4).")
-    epochs: int = setting("Training epochs.")
-    warmup_epochs: int = setting("Linear warmup epochs.")
-    batch_size: int = setting("GLOBAL batch size (all devices); lr scales with batch_size / 512.",
-                              512)
-    eval_batch_size: int = setting("Validation batch size (default: batch_size).", None)
-    lr: float = setting("Learning rate for a global batch of 512.", schedules.REFERENCE_BASE_LR)
-    min_lr: float = schedules.MIN_LR
-    warmup_lr: float = schedules.WARMUP_INIT_LR
-    weight_decay: float = 0.05
-    mode: str = setting("soft/hard: CE + logit KD + spectral; fft: CE + spectral; none: CE "
-                        "only.", "soft", choices=MODES)
-    alpha: float = setting("Weight of the logit KD term.", 0.9)
-    beta: float = setting("Global weight of the spectral term.", 1.0)
-    temperature: float = setting("Soft-KD temperature.", 1.0)
-    label_smoothing: float = 0.1
-    drop_path_rate: float = 0.0
-    ema_decay: float = setting("EMA decay of the student per optimizer step (0: no EMA).",
-                               ema_lib.EMA_DECAY)
-    image_size: int = 224
-    repeated_augmentation: int = setting("DeiT's repeated augmentation factor (1: off).", 3)
-    rand_augment: bool = True
-    random_erasing: float = 0.25
-    mixup: float = setting("MixUp alpha (0: off, as the paper).", 0.0)
-    cutmix: float = setting("CutMix alpha (0: off, as the paper).", 0.0)
-    precision: str = setting("'auto': mixed_bfloat16 on GPUs, float32 on CPUs. mixed_float16 "
-                             "uses loss scaling. The spectral loss is float32 in every case.",
-                             "auto", choices=PRECISION_CHOICES)
-    student_overrides: dict = dataclasses.field(default_factory=dict)
-    teacher_overrides: dict = dataclasses.field(default_factory=dict)
-    teacher_weights: str = setting(
-        "Teacher weights: a converted .keras or .weights.h5 file, or a timm checkpoint "
-        "(.pth/.safetensors/.bin) converted on the fly, or a timm name[.tag] (e.g. "
-        "cait_s24_224.fb_dist_in1k): timm's pretrained weights from its cache, downloaded if "
-        "online. A resumed run reuses the checkpoint's when not given.", None)
-    data_dir: str = setting("ImageNet: an image-folder root (train/, val/) or a TFDS data dir.",
-                            None)
-    data_format: str = setting("How --data_dir is laid out ('auto': folder if it has train/).",
-                               "auto", choices=("auto", "folder", "tfds"))
-    tfds_manual_dir: str = setting(
-        "Folder with ILSVRC2012_img_{train,val}.tar, to prepare TFDS once.", None)
-    output_dir: str = setting("Where checkpoints, logs, TensorBoard events and weights go; a run "
-                              "restarted with the same output dir resumes.", None)
-    steps_per_epoch: int = setting(
-        "Limit the optimizer steps per epoch (default: one pass over the data).", None)
-    save_every_steps: int = setting("Also checkpoint every N steps (default: at epoch ends).",
-                                    None)
-    seed: int = setting("Seed of initialisation, shuffling, augmentation.", 0)
-    deterministic: bool = setting("Sequential per-image augmentation (reproducible, slower).",
-                                  False)
-    tensorboard: bool = setting(
-        "Write TensorBoard logs (with SpectralTensorBoard's spectral panels).", True)
-    spectral_every_n_epochs: int = 1
-    strategy: str = setting("Data parallelism (see keras_spectralkd.training.distribute).",
-                            "auto", choices=distribute.STRATEGIES)
-    jit_compile: object = "auto"
-    verbose: int = setting("fit's verbosity (0, 1, 2).", 1)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-def flag_fields():
-    """The `RunConfig` fields that are command-line flags."""
-    return [f for f in dataclasses.fields(RunConfig) if "help" in f.metadata]
-
-
-@dataclasses.dataclass
-class Recipe:
-    """A paper setting and its presets.
-
-    Attributes:
-        name: the recipe's name ("deit_tiny").
-        description: one line for `--help`.
-        paper: the `RunConfig` with the paper's numbers (the "paper" preset).
-        presets: more presets, name -> dict of `RunConfig` fields replacing the paper's.
-        teacher_source: how to obtain the teacher's weights (shown when they are missing).
-    """
-
-    name: str
-    description: str
-    paper: RunConfig
-    presets: dict = dataclasses.field(default_factory=dict)
-    teacher_source: str = ""
-
-    def config(self, preset="paper", **changes):
-        if preset != "paper" and preset not in self.presets:
-            raise ValueError(
-                f"Unknown preset {preset!r} for recipe {self.name!r}; expected one of "
-                f"{['paper'] + sorted(self.presets)}."
-            )
-        config = dataclasses.replace(self.paper)
-        if preset != "paper":
-            config = dataclasses.replace(config, **self.presets[preset])
-        return dataclasses.replace(config, **changes)
 
 
 def timm_weights_hint(timm_tag, filename):
@@ -165,7 +45,7 @@ def timm_weights_hint(timm_tag, filename):
     return (
         f"Get timm's {timm_tag} weights on a machine with internet access: pip install timm; "
         f"python -c \"import timm, torch; torch.save(timm.create_model('{timm_tag}', "
-        f"pretrained=True).state_dict(), '{filename}')\"; then pass --teacher_weights={filename} "
+        f"pretrained=True).state_dict(), '{filename}')\"; then pass teacher_weights={filename} "
         "(converted on the fly by keras_spectralkd.convert.from_timm), or a .weights.h5/.keras "
         "file you converted once."
     )
@@ -191,72 +71,6 @@ def tiny_preset(student_overrides, teacher_overrides, layer_pairs, **changes):
     return preset
 
 
-# === Flags ===
-_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
-           str: flags.DEFINE_string}
-
-
-def define_flags(recipe, flag_values=None):
-    """Defines the recipe's absl flags in `flag_values`: `--preset` and one flag per
-    `RunConfig` setting, defaulting to the paper's value (None for paths and `layer_pairs`)."""
-    fv = flag_values if flag_values is not None else flags.FLAGS
-    flags.DEFINE_enum("preset", "paper", ["paper"] + sorted(recipe.presets),
-                      "Settings to start from: 'paper' (SPEC.md 7) or a smaller one.",
-                      flag_values=fv)
-    for field in flag_fields():
-        help_text = field.metadata["help"]
-        if field.name == "teacher_weights" and recipe.teacher_source:
-            help_text = f"{help_text} {recipe.teacher_source}"
-        if field.name == "layer_pairs":
-            flags.DEFINE_string(field.name, None, help_text, flag_values=fv)
-        elif "choices" in field.metadata:
-            flags.DEFINE_enum(field.name, getattr(recipe.paper, field.name),
-                              list(field.metadata["choices"]), help_text, flag_values=fv)
-        else:
-            _DEFINE[field.type](field.name, getattr(recipe.paper, field.name), help_text,
-                                flag_values=fv)
-    return fv
-
-
-def config_from_flags(recipe, flag_values):
-    """The preset's `RunConfig` with every flag given on the command line applied."""
-    changes = {}
-    for field in flag_fields():
-        flag = flag_values[field.name]
-        if not (flag.present or flag.value != flag.default):
-            continue
-        value = flag.value
-        if field.name == "layer_pairs":
-            value = parse_layer_pairs(value)
-        changes[field.name] = value
-    return recipe.config(flag_values["preset"].value, **changes)
-
-
-def main(recipe, argv=None):
-    """The recipe scripts' entry point: parses `argv` (default `sys.argv`), runs, returns the
-    exit status: 0 done, 1 a runtime failure (one line on stderr, no traceback), 2 a usage
-    error."""
-    argv = list(sys.argv if argv is None else argv)
-    flag_values = define_flags(recipe, flags.FlagValues())
-    if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv[1:]):
-        print(f"{recipe.description}\n\n{flag_values.get_help()}")
-        return 0
-    try:
-        rest = flag_values(argv)
-        if len(rest) > 1:
-            raise flags.Error(f"unexpected arguments {rest[1:]}; every setting is a --flag")
-        config = config_from_flags(recipe, flag_values)
-    except (flags.Error, ValueError) as error:
-        print(f"{os.path.basename(argv[0])}: usage error: {error}", file=sys.stderr)
-        return 2
-    try:
-        run(recipe, config)
-    except (NonFiniteLossError, ValueError, FileNotFoundError, OSError) as error:
-        print(f"{os.path.basename(argv[0])}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
 # === Teacher ===
 def load_teacher(recipe, config, num_classes):
     """The teacher, from `config.teacher_weights`: .keras, .weights.h5, a timm checkpoint, or a
@@ -270,7 +84,7 @@ def load_teacher(recipe, config, num_classes):
     if not path:
         raise FileNotFoundError(
             f"mode={config.mode!r} needs a trained teacher ({config.teacher}), but no "
-            f"--teacher_weights was given. {recipe.teacher_source}"
+            f"teacher_weights was given. {recipe.teacher_source}"
         )
     timm_name = pretrained.is_timm_pretrained_name(path)  # e.g. "cait_s24_224.fb_dist_in1k"
     if not timm_name and not os.path.exists(path):
@@ -281,7 +95,7 @@ def load_teacher(recipe, config, num_classes):
     if timm_name:  # timm's pretrained weights, from timm's cache (downloaded if online)
         if pretrained.split_name(path)[0] != config.teacher:
             raise ValueError(
-                f"--teacher_weights={path!r} names timm weights of another model than the "
+                f"teacher_weights={path!r} names timm weights of another model than the "
                 f"teacher {config.teacher!r}."
             )
         teacher = from_timm(path, image_size=config.image_size, **create_kwargs)
@@ -313,6 +127,8 @@ def load_teacher(recipe, config, num_classes):
 def resolve_precision(precision):
     if precision != "auto":
         return precision
+    import tensorflow as tf
+
     gpus = tf.config.list_physical_devices("GPU")
     if keras.backend.backend() == "jax":
         import jax
@@ -326,9 +142,21 @@ def resolve_precision(precision):
 
 
 def load_data(config):
-    """ImageNet (folders or TFDS) with DeiT's transforms, as an `ImageData`."""
+    """The config's dataset as an `ImageData`: ImageNet (folders or TFDS) with DeiT's
+    transforms, or Fashion-MNIST (`data.fashion_mnist_data`)."""
+    if config.dataset == "fashion_mnist":
+        return data_lib.fashion_mnist_data(
+            image_size=config.image_size,
+            batch_size=config.batch_size,
+            eval_batch_size=config.eval_batch_size or 256,
+            train_size=config.train_size,
+            validation_size=config.validation_size,
+            seed=config.seed,
+            augment=config.augment,
+            data_dir=config.data_dir,
+        )
     if not config.data_dir:
-        raise FileNotFoundError(f"No --data_dir given. {data_lib.HOW_TO_GET_IMAGENET}")
+        raise FileNotFoundError(f"No data_dir given. {data_lib.HOW_TO_GET_IMAGENET}")
     train_transform = data_lib.TrainTransform(
         config.image_size,
         rand_augment=config.rand_augment,
@@ -374,8 +202,9 @@ def build_distiller(config, teacher, student):
 
 
 def compile_distiller(distiller, config, steps_per_epoch, loss_scale):
-    """AdamW + warmup-cosine (per step) with timm's no-decay set on the student."""
-    base_lr = schedules.scaled_learning_rate(config.batch_size, config.lr)
+    """The one optimizer builder: AdamW (timm's no-decay set on the student, optional EMA) on a
+    per-step warmup-cosine schedule peaking at `lr * batch_size / lr_batch_size`."""
+    base_lr = config.lr * config.batch_size / config.lr_batch_size
     total_steps = config.epochs * steps_per_epoch
     schedule = schedules.WarmupCosineDecay(
         base_lr,
@@ -424,7 +253,7 @@ def run_info(recipe, config, num_classes):
 
 def _resume_checks(recipe, config, num_classes):
     """Refuses an output dir written by another model or mode before anything is loaded or
-    written; a resumed run without --teacher_weights rebuilds the teacher from the file its
+    written; a resumed run without teacher_weights rebuilds the teacher from the file its
     checkpoint names. Returns the (possibly completed) config and the run's identity."""
     saved = checkpoint_lib.read_state(os.path.join(config.output_dir, "checkpoints"))
     previous = (saved or {}).get("run_info") or {}
@@ -438,24 +267,35 @@ def _resume_checks(recipe, config, num_classes):
     return config, info
 
 
-def run(recipe, config, data=None):
-    """Trains `config` (see the module docstring); returns a summary dict.
+def resolve_verbose(verbose):
+    """fit's verbosity: "auto" is a per-step progress bar on a terminal, one line per epoch in
+    a log file or pipe (a bar there is thousands of carriage returns)."""
+    if verbose != "auto":
+        return verbose
+    isatty = getattr(sys.stdout, "isatty", None)
+    return 1 if isatty is not None and isatty() else 2
+
+
+def run(recipe, config, data=None, callbacks=()):
+    """Trains `config` into `config.output_dir` (see the module docstring), resuming it when
+    it holds a checkpoint; returns the summary dict (also written to summary.json).
 
     Args:
-        recipe: the `Recipe` (for messages).
-        config: the `RunConfig`.
-        data: an `ImageData` to use instead of loading ImageNet (tests, the demo).
+        recipe: the `Recipe` the config comes from (its name labels logs and files).
+        config: the `RunConfig`; checked first (`RunConfig.check`).
+        data: an `ImageData` to use instead of loading the config's dataset.
+        callbacks: more Keras callbacks; they run before the loop's records, so logs they add
+            at an epoch's end land in log.csv, log.jsonl and the history.
     """
     started = time.time()
-    if config.mode not in MODES:
-        raise ValueError(f"Unknown mode {config.mode!r}; expected one of {MODES}.")
+    config = config.check()
     if not config.output_dir:
-        raise ValueError("--output_dir is required (checkpoints, logs and weights go there).")
+        raise ValueError("output_dir is required (checkpoints, logs and weights go there).")
+    config = dataclasses.replace(config, verbose=resolve_verbose(config.verbose))
     # Joining the other processes of a multi-machine run must come before other backend work.
     distribute.initialize_multi_process()
     precision = resolve_precision(config.precision)
     loss_scale = optim.set_precision(precision)
-    keras.utils.set_random_seed(config.seed)
     distribution = distribute.setup_distribution(config.strategy)
     distribution.check_batch_size(config.batch_size)
     if data is None:
@@ -491,9 +331,8 @@ def run(recipe, config, data=None):
                      "divides the validation set to evaluate all.")
 
     with distribution.scope():
-        teacher = None
-        if config.mode != "none":
-            teacher = load_teacher(recipe, config, data.num_classes)
+        # Seeded right before the student, so its weights depend on the seed alone.
+        keras.utils.set_random_seed(config.seed)
         student = models.create(
             config.student,
             num_classes=data.num_classes,
@@ -501,14 +340,17 @@ def run(recipe, config, data=None):
             drop_path_rate=config.drop_path_rate,
             **config.student_overrides,
         )
+        teacher = None
+        if config.mode != "none":
+            teacher = load_teacher(recipe, config, data.num_classes)
         distiller = build_distiller(config, teacher, student)
         schedule = compile_distiller(distiller, config, steps_per_epoch, loss_scale)
     _log(config, f"[{recipe.name}] student {config.student} ({student.count_params():,} "
                  f"params), teacher {config.teacher if teacher is not None else 'none'}, mode "
-                 f"{config.mode}, layer pairs {distiller.layer_pairs}, peak lr "
+                 f"{config.label()}, layer pairs {distiller.layer_pairs}, peak lr "
                  f"{schedule.base_lr:.3g}, EMA {config.ema_decay or 'off'}.")
 
-    callbacks = []
+    callbacks = list(callbacks)
     if config.tensorboard:
         log_dir = os.path.join(config.output_dir, "tensorboard")
         if distribution.is_chief:
@@ -554,6 +396,8 @@ def run(recipe, config, data=None):
     final = result.history[-1] if result.history else {}
     summary = {
         "recipe": recipe.name,
+        "method": config.label(),
+        "seed": config.seed,
         "epochs": config.epochs,
         "final": final,
         "best": result.best,
@@ -561,6 +405,7 @@ def run(recipe, config, data=None):
             k: result.resumed_from[k] for k in ("epoch", "step_in_epoch", "global_step")
         },
         "student": student_path,
+        "history": result.history,
         "wall_time_s": round(time.time() - started, 1),
     }
     checkpoint_lib.atomic_write_json(os.path.join(config.output_dir, "summary.json"), summary)

@@ -1,0 +1,170 @@
+"""Many runs of the engine: a teacher, its profile and layer pairs, then arms x seeds.
+
+The paper's pipeline, as the demo and the study run it:
+
+1. `train_teacher`: the teacher is a normal run (`runner.run`, mode none) in
+   `<output_dir>/teacher`; then it is profiled (L(X) per unit, SPEC.md 5) on the first test
+   images and the layer pairs are chosen by the guideline (SPEC.md 6) unless given.
+2. `run_arm` for every (seed, arm): a normal run folder `<output_dir>/runs/seed<S>-<arm>` with
+   the student config, the arm's changes and the teacher's weights. Within a seed every arm
+   starts from the same weights and sees the same batches (`runner.run` seeds right before the
+   student; the data stream is a function of (seed, epoch)): a paired design, the arm the only
+   difference. A `SpectralTracker` adds `level_distance`, `profile_r` and `spectral_gap` to every
+   epoch's logs.
+
+Everything resumes: a run folder with a summary.json of its epochs is read back, any other one
+is resumed by the runner from its last checkpoint.
+
+Arms are named in the Distiller's words (`RunConfig.label`): `none` (CE only), `soft` (CE + soft
+logit KD), `fft` (CE + the spectral term), `soft+spectral` (SpectralKD: soft KD + the spectral
+term); a user may add arms of any config fields.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_spectralkd import analysis
+from keras_spectralkd.analysis.tracking import SpectralTracker
+from keras_spectralkd.recipes import runner
+from keras_spectralkd.training import checkpoint as checkpoint_lib
+
+# The standard arms: config changes on top of the student config (pairs filled in where the
+# arm has the spectral term).
+ARMS = {
+    "none": dict(mode="none", layer_pairs=[]),
+    "soft": dict(mode="soft", layer_pairs=[]),
+    "fft": dict(mode="fft"),
+    "soft+spectral": dict(mode="soft"),
+}
+
+
+@dataclasses.dataclass
+class Teacher:
+    """The trained teacher of a sweep.
+
+    Attributes:
+        model: the frozen backbone.
+        path: its `.keras` file (what the students' runs load).
+        profile: its `Profile` on `images`.
+        pairs: the layer pairs (student_unit, teacher_unit) of the spectral arms.
+        summary: the teacher run's summary.json.
+        images: the profiling images (the first test images).
+    """
+
+    model: object
+    path: str
+    profile: object
+    pairs: list
+    summary: dict
+    images: object
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def finished(run_dir, epochs):
+    """The run's summary if `run_dir` holds a run finished at `epochs` epochs, else None."""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return None
+    summary = _read_json(path)
+    return summary if summary.get("epochs") == epochs else None
+
+
+def _first_images(config, count):
+    data = runner.load_data(config)
+    images = np.concatenate([np.asarray(x) for x, _ in data.validation.take(
+        -(-count // (config.eval_batch_size or 256)))])
+    return images[:count]
+
+
+def train_teacher(recipe, config, output_dir, *, student_depth, profile_images=512,
+                  layer_pairs=None, log=print):
+    """Trains (or reuses) the teacher run of `config` (of `recipe`, mode none) in
+    `<output_dir>/teacher`, profiles it, chooses the layer pairs; returns a `Teacher`."""
+    import keras
+
+    config = dataclasses.replace(config, output_dir=os.path.join(output_dir, "teacher"))
+    summary = finished(config.output_dir, config.epochs)
+    if summary is None:
+        summary = runner.run(recipe, config)
+    else:
+        log(f"teacher reused from {config.output_dir} (test top-1 "
+            f"{summary['final']['val_accuracy'] * 100:.2f}%).")
+    path = summary["student"]
+    model = keras.saving.load_model(path, compile=False)
+    model.trainable = False
+    images = _first_images(config, profile_images)
+    profile = analysis.profile_model(model, images, entropy=False, name="teacher", verbose=0)
+    if layer_pairs is None:
+        layer_pairs = analysis.select_layer_pairs(profile, student_depth)
+    return Teacher(model=model, path=path, profile=profile,
+                   pairs=[tuple(p) for p in layer_pairs], summary=summary, images=images)
+
+
+def arm_config(config, arm_changes, seed, teacher, run_dir):
+    """The student config of one (seed, arm) run."""
+    changes = dict(arm_changes)
+    if changes.get("mode", config.mode) != "none" and "layer_pairs" not in changes:
+        changes["layer_pairs"] = list(teacher.pairs)
+    return dataclasses.replace(config, seed=seed, output_dir=run_dir, teacher_weights=teacher.path,
+                               **changes)
+
+
+def run_arm(recipe, config, arm, arm_changes, seed, teacher, output_dir, log=print):
+    """Trains (or reads back) one (seed, arm) run; returns its result dict."""
+    run_dir = os.path.join(output_dir, "runs", f"seed{seed}-{arm}")
+    run_config = arm_config(config, arm_changes, seed, teacher, run_dir)
+    profile_path = os.path.join(run_dir, "profile.json")
+    summary = finished(run_dir, run_config.epochs)
+    if summary is not None and os.path.exists(profile_path):
+        log(f"seed {seed} {arm}: done before (test top-1 "
+            f"{summary['final']['val_accuracy'] * 100:.2f}%), read back.")
+        profile = analysis.Profile.load(profile_path)
+    else:
+        tracker = SpectralTracker(None, teacher.model, teacher.images, teacher.pairs,
+                                  teacher_profile=teacher.profile)
+        summary = runner.run(recipe, run_config, callbacks=[tracker])
+        if tracker.profile is None:  # resumed after its last epoch: measure the saved student
+            import keras
+
+            tracker.student = keras.saving.load_model(summary["student"], compile=False)
+            tracker.measure()
+        profile = tracker.profile
+        checkpoint_lib.atomic_write_text(profile_path, profile.to_json())
+    return result_of(summary, seed, arm, profile, run_dir)
+
+
+def result_of(summary, seed, arm, profile, run_dir):
+    """One run's numbers: the final epoch's test top-1 (the headline), the best epoch's
+    (optimistic: chosen on the test set itself), the spectral distances, the history."""
+    history = summary["history"]
+    final = history[-1]
+    best = max(history, key=lambda h: h["val_accuracy"])
+    return dict(
+        seed=seed, arm=arm, top1=final["val_accuracy"], best_top1=best["val_accuracy"],
+        best_epoch=best["epoch"], level_distance=final.get("level_distance", float("nan")),
+        profile_r=final.get("profile_r", float("nan")),
+        spectral_gap=final.get("spectral_gap", float("nan")),
+        intensity=[float(v) for v in profile.intensity], history=history,
+        train_time_s=summary["wall_time_s"], run_dir=run_dir,
+    )
+
+
+def run_sweep(recipe, config, teacher, arms, seeds, output_dir, log=print):
+    """Every (seed, arm) run of `recipe`'s student `config`, seeds outermost; returns their
+    result dicts."""
+    results = []
+    for seed in seeds:
+        for arm, changes in arms.items():
+            started = time.time()
+            results.append(run_arm(recipe, config, arm, changes, seed, teacher, output_dir, log))
+            log(f"seed {seed} {arm}: test top-1 {results[-1]['top1'] * 100:.2f}% "
+                f"({time.time() - started:.0f} s).")
+    return results
