@@ -14,6 +14,9 @@ failing inside a step. For modes `"none"`, `"soft"` and `"hard"` without layer p
 classifier that maps images to logits works.
 """
 
+import math
+import operator
+
 import keras
 from keras import ops
 
@@ -37,19 +40,43 @@ def _scale_for_replicas(value):
     return value
 
 
-def _check_number(name, value, low=None, high=None, low_open=False):
+def _check_number(name, value, low=None, high=None, low_open=False, high_open=False):
+    """`value` as a float, or a ValueError naming `name`, the value and the range expected.
+
+    Booleans and strings are refused (`alpha=True` or `"0.9"` is a slip, not a weight), and so are
+    NaN and infinities, which no comparison against a bound catches.
+    """
+    if high is not None:
+        bound = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        bound = f" > {low}" if low_open else f" >= {low}"
+    else:
+        bound = ""
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(
+            f"`{name}` must be a number{bound}; got {value!r} (a {type(value).__name__})."
+        )
     try:
-        value = float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number; got {value!r}.") from None
-    if low is not None and (value < low or (low_open and value == low)):
-        bound = f"> {low}" if low_open else f">= {low}"
-        if high is not None:
-            bound = f"in [{low}, {high}]"
-        raise ValueError(f"`{name}` must be {bound}; got {value!r}.")
-    if high is not None and value > high:
-        raise ValueError(f"`{name}` must be in [{low}, {high}]; got {value!r}.")
-    return value
+        raise ValueError(f"`{name}` must be a number{bound}; got {value!r}.") from None
+    if not math.isfinite(number):
+        raise ValueError(f"`{name}` must be a finite number{bound}; got {number!r}.")
+    if (low is not None and (number < low or (low_open and number == low))) or (
+        high is not None and (number > high or (high_open and number == high))
+    ):
+        raise ValueError(f"`{name}` must be{bound}; got {number!r}.")
+    return number
+
+
+def _unit_index(unit):
+    """`unit` as an int if it is one (Python or NumPy), else None: 1.0, 1.5, "1", True are not."""
+    if isinstance(unit, bool):
+        return None
+    try:
+        return operator.index(unit)
+    except TypeError:
+        return None
 
 
 def normalize_layer_pairs(layer_pairs):
@@ -66,26 +93,43 @@ def normalize_layer_pairs(layer_pairs):
             f"{layer_pairs!r} (parse flag values with "
             "keras_spectralkd.analysis.parse_layer_pairs)."
         )
+    try:
+        given = list(layer_pairs)
+    except TypeError:
+        raise ValueError(
+            f"`layer_pairs` must be a list of (student_unit, teacher_unit) pairs; got "
+            f"{layer_pairs!r}."
+        ) from None
+    if len(given) == 2 and all(_unit_index(unit) is not None for unit in given):
+        raise ValueError(
+            f"`layer_pairs` must be a list of (student_unit, teacher_unit) pairs; got "
+            f"{layer_pairs!r}, one pair not in a list (write [{tuple(given)!r}])."
+        )
     pairs = []
-    for pair in layer_pairs:
+    for pair in given:
         try:
             student_unit, teacher_unit = pair
-            if isinstance(student_unit, bool) or isinstance(teacher_unit, bool):
-                raise TypeError
-            if int(student_unit) != student_unit or int(teacher_unit) != teacher_unit:
-                raise TypeError
         except (TypeError, ValueError):
+            student_unit = teacher_unit = None
+        student_unit, teacher_unit = _unit_index(student_unit), _unit_index(teacher_unit)
+        if student_unit is None or teacher_unit is None:
             raise ValueError(
                 f"Each layer pair must be (student_unit, teacher_unit) with two ints; got {pair!r} "
-                f"in layer_pairs={list(layer_pairs)!r}."
-            ) from None
+                f"in layer_pairs={given!r}."
+            )
         if student_unit < 0 or teacher_unit < 0:
-            raise ValueError(f"Unit indices are 0-based and non-negative; got pair {tuple(pair)}.")
-        pairs.append((int(student_unit), int(teacher_unit)))
+            raise ValueError(
+                f"Layer pair {(student_unit, teacher_unit)} in layer_pairs={given!r}: unit "
+                "indices are 0-based and non-negative."
+            )
+        pairs.append((student_unit, teacher_unit))
     for side, position in (("student", 0), ("teacher", 1)):
         units = [pair[position] for pair in pairs]
-        if len(set(units)) != len(units):
-            raise ValueError(f"Duplicated {side} units in layer_pairs={pairs}; each unit pairs once.")
+        repeated = sorted({unit for unit in units if units.count(unit) > 1})
+        if repeated:
+            raise ValueError(
+                f"Duplicated {side} units {repeated} in layer_pairs={pairs}; each unit pairs once."
+            )
         if units != sorted(units):
             raise ValueError(
                 f"The {side} units of layer_pairs={pairs} are not increasing; list the pairs in "
@@ -108,6 +152,33 @@ def _num_units(model, info):
         return len(info)
     count = getattr(model, "num_units", None)
     return count if isinstance(count, int) else None
+
+
+def _check_model(role, model):
+    """A teacher or student that is not a Keras model (a model name, a path, a function) fails
+    here instead of with an AttributeError inside Keras."""
+    if model is None or isinstance(model, keras.layers.Layer):
+        return
+    hint = ""
+    if isinstance(model, str):
+        hint = (f" (build one with keras_spectralkd.models.create({model!r}) or load one with "
+                "keras.saving.load_model)")
+    raise ValueError(
+        f"`{role}` must be a Keras model mapping (B, H, W, C) images to logits; got "
+        f"{model!r}, a {type(model).__name__}{hint}."
+    )
+
+
+def _num_classes(model):
+    """The size of the model's logits when its output shape is known (a functional or built
+    model with one output), else None."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(shape, tuple) and len(shape) >= 2 and isinstance(shape[-1], int):
+        return shape[-1]
+    return None
 
 
 def _input_shape(model):
@@ -179,13 +250,23 @@ class Distiller(keras.Model):
         self.beta = _check_number("beta", beta, 0.0)
         self.spectral_weight = _check_number("spectral_weight", spectral_weight, 0.0)
         self.temperature = _check_number("temperature", temperature, 0.0, low_open=True)
-        self.label_smoothing = _check_number("label_smoothing", label_smoothing, 0.0)
-        if self.label_smoothing >= 1.0:
-            raise ValueError(f"`label_smoothing` must be in [0, 1); got {label_smoothing!r}.")
+        self.label_smoothing = _check_number("label_smoothing", label_smoothing, 0.0, 1.0,
+                                             high_open=True)
         if student is None:
             raise ValueError("`student` is required; got None.")
         if teacher is None and mode != "none":
             raise ValueError(f"mode={mode!r} needs a teacher; got teacher=None.")
+        for role, model in (("teacher", teacher), ("student", student)):
+            _check_model(role, model)
+        if teacher is student:
+            raise ValueError(
+                f"The teacher and the student are the same model {student.name!r}; the teacher "
+                "is frozen, so nothing would train. Pass a separate student (e.g. "
+                "keras.models.clone_model(teacher) for self-distillation)."
+            )
+        if mode in ("soft", "hard"):
+            self._check_class_counts(_num_classes(teacher), _num_classes(student), teacher,
+                                     student)
         self.layer_pairs = normalize_layer_pairs(layer_pairs)
         if mode == "none" and self.layer_pairs:
             raise ValueError(
@@ -217,6 +298,22 @@ class Distiller(keras.Model):
         ]
 
     # === Validation ===
+    def _check_class_counts(self, teacher_classes, student_classes, teacher=None, student=None):
+        """Logit KD compares the two heads class by class: refuse heads of different sizes here,
+        before a backend op fails on the shapes (or `hard` silently one-hots out of range)."""
+        if teacher_classes is None or student_classes is None:
+            return
+        if int(teacher_classes) == int(student_classes):
+            return
+        teacher = self.teacher if teacher is None else teacher
+        student = self.student if student is None else student
+        raise ValueError(
+            f"mode={self.mode!r} distils the teacher's logits into the student's, so both heads "
+            f"need the same classes; the teacher {teacher.name!r} has {int(teacher_classes)} "
+            f"classes and the student {student.name!r} has {int(student_classes)}. Give both the "
+            "dataset's num_classes, or use mode='fft' (spectral term only) or 'none'."
+        )
+
     def _check_pairs_against_models(self, teacher, student):
         for role, model in (("teacher", teacher), ("student", student)):
             if not hasattr(model, "forward_intermediates"):
@@ -246,6 +343,21 @@ class Distiller(keras.Model):
             spectral.check_pair_shapes((None,) + s_shape, (None,) + t_shape, pair)
 
     # === Forward ===
+    def build(self, input_shape):
+        """Builds a teacher or student that is not built yet (a subclassed model makes its weights
+        on its first call) with one symbolic call, so every weight exists before the first step
+        (JAX's stateless step needs them) and unequal heads are refused now."""
+        images = keras.KerasTensor(tuple(input_shape))
+        outputs = {}
+        for role, model in (("teacher", self.teacher), ("student", self.student)):
+            if model is not None and not model.built:
+                outputs[role] = model(images)
+        if self.mode in ("soft", "hard"):
+            classes = {role: outputs[role].shape[-1] if role in outputs else _num_classes(model)
+                       for role, model in (("teacher", self.teacher), ("student", self.student))}
+            self._check_class_counts(classes["teacher"], classes["student"])
+        self.built = True
+
     @property
     def student_units(self):
         return [pair[0] for pair in self.layer_pairs]
@@ -273,7 +385,14 @@ class Distiller(keras.Model):
             outputs.update(logits=logits, maps=maps)
         else:
             outputs.update(logits=self.student(inputs, training=True), maps=[])
+        if self.mode in ("soft", "hard"):
+            self._check_logits(outputs["teacher_logits"], outputs["logits"])
         return outputs
+
+    def _check_logits(self, teacher_logits, student_logits):
+        """The class-count check for models whose heads were unknown at construction (not built,
+        no output shape), on the static shapes of the first step's logits."""
+        self._check_class_counts(teacher_logits.shape[-1], student_logits.shape[-1])
 
     def _check_images(self, images):
         """Images whose static (H, W, C) contradicts a model's input: a clear error now instead
@@ -398,6 +517,7 @@ class Distiller(keras.Model):
                 teacher_logits, teacher_maps = self._teacher_outputs(x)
             total = (1.0 - self.alpha) * ce
             if self.mode in ("soft", "hard"):
+                self._check_logits(teacher_logits, logits)
                 kd = self._kd_loss(logits, ops.cast(teacher_logits, "float32"))
                 total = total + self.alpha * kd
             if self.layer_pairs:
