@@ -19,6 +19,8 @@ import json
 import os
 import sys
 
+from keras_spectralkd import _startup
+
 USAGE_ERROR = 2
 RUNTIME_ERROR = 1
 
@@ -83,11 +85,15 @@ def check_model_name(flag, name):
 
 
 def run(arg_parser, body, argv=None):
-    """Parses `argv` (default: sys.argv[1:]) and calls `body(args)`; returns the exit status."""
+    """Parses `argv` (default: sys.argv[1:]) and calls `body(args)`; returns the exit status.
+
+    Before `body`, keeps TensorFlow's start-up lines off the console (`_startup.quiet_console`):
+    a tool is an entry point, so it may change the process where the library may not."""
     prog = arg_parser.prog
     show_traceback = os.environ.get("SPECTRALKD_TRACEBACK") == "1"
     try:
         args = arg_parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+        _startup.quiet_console()  # after parsing: --help and usage errors stay fast
         status = body(args)
         return 0 if status is None else int(status)
     except SystemExit as exit_:  # --help
