@@ -391,3 +391,65 @@ def save_profile_figures(output_dir, profiles, labels=None, layer_pairs=None):
     plot_layer_spectra(profiles, labels, path=paths["spectra"])
     plot_entropy_magnitude(profiles, labels, path=paths["entropy_magnitude"])
     return paths
+
+
+# === Paired-seed studies ===
+def plot_arm_top1(runs, per_arm, path=None):
+    """Final top-1 per arm: the mean with its 95% t-interval, and one grey line per seed.
+
+    Args:
+        runs: the study's run results (dicts with `seed`, `arm`, `top1`).
+        per_arm: arm -> {"top1": `statistics.mean_interval` dict}, in display order.
+    """
+    import numpy as np
+
+    figure = _new_figure(6.0, 4.0)
+    axis = figure.add_subplot()
+    arms = list(per_arm)
+    seeds = sorted({r["seed"] for r in runs})
+    for seed in seeds:
+        values = {r["arm"]: r["top1"] for r in runs if r["seed"] == seed}
+        x = [i for i, arm in enumerate(arms) if arm in values]
+        axis.plot(x, [values[arms[i]] * 100 for i in x], color="0.7", linewidth=1, marker=".",
+                  zorder=1, label="one seed" if seed == seeds[0] else None)
+    means = np.array([per_arm[a]["top1"]["mean"] for a in arms]) * 100
+    low = np.array([per_arm[a]["top1"]["low"] for a in arms]) * 100
+    high = np.array([per_arm[a]["top1"]["high"] for a in arms]) * 100
+    axis.errorbar(range(len(arms)), means, yerr=np.nan_to_num(np.stack([means - low,
+                                                                       high - means])),
+                  fmt="o", color=MODEL_COLORS[0], capsize=6, zorder=2,
+                  label="mean, 95% t-interval")
+    axis.set_xticks(range(len(arms)), arms)
+    axis.set_ylabel("final-epoch test top-1 (%)")
+    axis.set_title(f"Student top-1 by arm ({len(seeds)} seeds, paired)")
+    _style_axis(axis)
+    axis.legend(loc="best")
+    return _finish(figure, path)
+
+
+def plot_spectral_distances(runs, arms, path=None):
+    """Per epoch and arm: the L(X) level distance and the profile correlation to the teacher
+    (mean over seeds; thin lines: single seeds). `runs` carry per-epoch `history` records."""
+    import numpy as np
+
+    figure = _new_figure(11.0, 4.0)
+    axes = figure.subplots(1, 2, squeeze=False)[0]
+    for axis, (key, label) in zip(axes, (
+            ("level_distance", "L(X) level distance to the teacher (RMS)"),
+            ("profile_r", "profile correlation r with the teacher"))):
+        for index, arm in enumerate(arms):
+            curves = np.array([[h.get(key, np.nan) for h in r["history"]]
+                               for r in runs if r["arm"] == arm], dtype=np.float64)
+            if not curves.size:
+                continue
+            epochs = np.arange(1, curves.shape[1] + 1)
+            color = MODEL_COLORS[index % len(MODEL_COLORS)]
+            for curve in curves:
+                axis.plot(epochs, curve, color=color, alpha=0.25, linewidth=0.8)
+            axis.plot(epochs, np.nanmean(curves, axis=0), color=color, linewidth=2,
+                      marker="o", label=arm)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        _style_axis(axis)
+        axis.legend()
+    return _finish(figure, path)

@@ -146,9 +146,8 @@ class RunConfig:
         pairs = normalize_layer_pairs(self.layer_pairs)
         if self.mode != "none" and not self.teacher:
             raise ValueError(f"mode={self.mode!r} needs a teacher model; set teacher=<timm name>.")
-        if self.mode == "none" and pairs:
-            raise ValueError(f"mode='none' trains without a teacher, but layer_pairs={pairs} was "
-                             "given; set layer_pairs='' or another mode.")
+        if self.mode == "none":
+            pairs = []  # no teacher, no pairs: a recipe's pairs do not stop a control run
         if self.mode == "fft" and not pairs:
             raise ValueError("mode='fft' is CE + the spectral term, which needs layer_pairs.")
         if self.warmup_epochs > self.epochs:

@@ -18,12 +18,11 @@ from keras_spectralkd.training.checkpoint import atomic_write_json
 
 
 def _flags(recipe, argv):
-    from absl import flags
+    """The checked config that `recipes/<name>.py argv` would run."""
+    from keras_spectralkd.tools import train
 
-    flag_values = flags.FlagValues()
-    runner.define_flags(recipe, flag_values)
-    flag_values(["prog"] + list(argv))
-    return runner.config_from_flags(recipe, flag_values)
+    args = train.build_parser(recipe.name).parse_args(list(argv))
+    return train.config_from_args(args, recipe.name)[1]
 
 
 def _teacher_weights(recipe, directory, num_classes=3):
@@ -71,17 +70,58 @@ def test_flags_override_the_preset():
         _flags(recipe, ["--layer_pairs=0-0"])
 
 
-def test_every_setting_is_written_once_as_a_field_and_becomes_a_flag():
-    from absl import flags
+def test_every_setting_is_written_once_as_a_field_and_can_be_set(capsys):
+    import dataclasses
+
+    from keras_spectralkd.recipes import config as config_lib
+    from keras_spectralkd.tools import train
 
     recipe = TABLE["swin_tiny"]
-    flag_values = runner.define_flags(recipe, flags.FlagValues())
-    settings = {field.name for field in runner.flag_fields()}
-    assert set(flag_values) == settings | {"preset"}
-    assert {"epochs", "lr", "mode", "ema_decay", "output_dir", "save_every_steps"} <= settings
-    for name in settings - {"layer_pairs"}:
-        assert flag_values[name].default == getattr(recipe.paper, name), name
-    assert flag_values["mode"].parser.enum_values == list(runner.MODES)
+    names = [field.name for field in dataclasses.fields(runner.RunConfig)]
+    assert {"epochs", "lr", "mode", "ema_decay", "output_dir", "save_every_steps", "image_size",
+            "drop_path_rate", "weight_decay", "label_smoothing", "random_erasing"} <= set(names)
+    # --help lists every field with this recipe's default.
+    assert train.main(["--recipe=swin_tiny", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for field in dataclasses.fields(runner.RunConfig):
+        assert f"  {field.name} (default " in help_text, field.name
+        assert field.metadata["help"] in help_text.replace("\n      ", " "), field.name
+    assert "weight_decay (default 0.05;" in help_text and "epochs (default 500;" in help_text
+    # Each field set both ways lands typed in the config.
+    config = _flags(recipe, ["--set", "drop_path_rate=0.1", "--image_size=64",
+                             "--set", "jit_compile=false", "--set", "student_overrides={\"depth\": 2}",
+                             "--set", "teacher_weights=none", "--set", "verbose=2"])
+    assert (config.drop_path_rate, config.image_size, config.jit_compile) == (0.1, 64, False)
+    assert config.student_overrides == {"depth": 2} and config.verbose == 2
+    assert config.teacher_weights is None
+    for name in names:  # every field parses its own default's text
+        field = config_lib.field(name)
+        assert "help" in field.metadata and field.metadata["help"], name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset=tiny", "--batch_size=0"], "batch_size=0 is not valid; expected an integer >= 1"),
+    (["--preset=tiny", "--epochs=-1"], "epochs=-1 is not valid"),
+    (["--preset=tiny", "--layer_pairs=0:0,0:1"], "Duplicated student units"),
+    (["--preset=tiny", "--set", "spectral_weight=-0.2"], "spectral_weight=-0.2 is not valid"),
+    (["--preset=tiny", "--set", "lr=nan"], "lr=nan is not valid"),
+    (["--preset=tiny", "--set", "alpha=1.5"], "alpha=1.5 is not valid; expected a number in [0.0, 1.0]"),
+    (["--preset=tiny", "--set", "mode=kd"], "mode='kd' is not valid; expected one of soft, hard"),
+    (["--preset=tiny", "--set", "epochs=2.5"], "epochs='2.5' is not valid; expected an integer"),
+    (["--preset=tiny", "--set", "rand_augment=maybe"], "rand_augment='maybe' is not valid"),
+    (["--preset=tiny", "--set", "colour=red"], "Unknown setting 'colour'; valid settings: student"),
+    (["--preset=tiny", "--set", "epochs"], "is not NAME=VALUE"),
+    (["--preset=huge"], "Unknown preset 'huge'"),
+    (["--preset=tiny", "--mode=fft", "--layer_pairs="], "mode='fft' is CE + the spectral term"),
+])
+def test_every_setting_is_checked_before_anything_is_loaded(argv, message, capsys, tmp_path):
+    # No data_dir: a check that came after loading would say "No data_dir given" instead.
+    from keras_spectralkd.tools import train
+
+    assert train.main(argv + [f"--output_dir={tmp_path}"], recipe_name="deit_tiny") == 2
+    error = capsys.readouterr().err
+    assert message in error and "No data_dir" not in error and len(error.splitlines()) == 1
+    assert "Traceback" not in error and not os.listdir(tmp_path)
 
 
 def _accuracy(model, dataset):
@@ -233,3 +273,24 @@ def test_the_script_stops_on_a_non_finite_loss(image_folder, tmp_path):
     assert f"The last good checkpoint, {kept}, is kept." in line[0]
     latest = json.load(open(os.path.join(out, "checkpoints", "latest.json")))
     assert latest["checkpoint"] == f"ckpt-{step - 1:09d}"
+
+
+def test_runs_of_one_seed_start_from_the_same_student_whatever_the_mode(image_folder, tmp_path):
+    """The study's paired design rests on it: the student is seeded before the teacher loads."""
+
+    class FirstWeights(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.weights = [np.array(w) for w in self.model.student.get_weights()]
+
+    recipe = TABLE["deit_tiny"]
+    weights, _ = _teacher_weights(recipe, tmp_path)
+    first = {}
+    for mode in ("none", "soft"):
+        recorder = FirstWeights()
+        config = recipe.config("tiny", data_dir=image_folder, teacher_weights=weights, mode=mode,
+                               output_dir=str(tmp_path / mode), steps_per_epoch=1, verbose=0,
+                               tensorboard=False, ema_decay=0.0)
+        runner.run(recipe, config, callbacks=[recorder])
+        first[mode] = recorder.weights
+    for a, b in zip(first["none"], first["soft"], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -1,4 +1,5 @@
-"""The paired-seed study: its statistics against known values, and the quick study end to end."""
+"""The paired-seed study: its statistics against known values, and the quick study end to end
+(a sweep of normal, resumable run folders of the engine)."""
 
 import csv
 import json
@@ -9,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_spectralkd.analysis import statistics
 from keras_spectralkd.tools import study
 
 # Student-t quantiles from tables, checked to 1e-10 against a numerical integration of the
@@ -23,15 +25,15 @@ T_TABLE = [
 
 @pytest.mark.parametrize("p, df, expected", T_TABLE)
 def test_t_quantile_matches_the_tables(p, df, expected):
-    assert study.t_quantile(p, df) == pytest.approx(expected, rel=1e-9)
-    assert study.t_quantile(1 - p, df) == pytest.approx(-expected, rel=1e-9)
+    assert statistics.t_quantile(p, df) == pytest.approx(expected, rel=1e-9)
+    assert statistics.t_quantile(1 - p, df) == pytest.approx(-expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.999])
 def test_t_quantile_matches_closed_forms(p):
     # df 1 is the Cauchy distribution; df 2 has the quantile (2p - 1) / sqrt(2 p (1 - p)).
-    assert study.t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
-    assert study.t_quantile(p, 2) == pytest.approx(
+    assert statistics.t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
+    assert statistics.t_quantile(p, 2) == pytest.approx(
         (2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-9
     )
 
@@ -39,25 +41,25 @@ def test_t_quantile_matches_closed_forms(p):
 def test_t_quantile_tends_to_the_normal_and_rejects_bad_input():
     # Large df: the normal quantile plus the first Cornish-Fisher term (z^3 + z) / (4 df).
     z, df = 1.959963984540054, 100_000
-    assert study.t_quantile(0.975, df) == pytest.approx(z + (z ** 3 + z) / (4 * df), rel=1e-8)
-    assert study.t_cdf(0.0, 3) == 0.5
+    assert statistics.t_quantile(0.975, df) == pytest.approx(z + (z ** 3 + z) / (4 * df), rel=1e-8)
+    assert statistics.t_cdf(0.0, 3) == 0.5
     with pytest.raises(ValueError, match="p must be in"):
-        study.t_quantile(1.0, 3)
+        statistics.t_quantile(1.0, 3)
     with pytest.raises(ValueError, match="Degrees of freedom"):
-        study.t_cdf(1.0, 0)
+        statistics.t_cdf(1.0, 0)
 
 
 def test_mean_interval_and_paired_difference():
-    summary = study.mean_interval([0.80, 0.81, 0.82])
+    summary = statistics.mean_interval([0.80, 0.81, 0.82])
     half = 4.30265272975 * 0.01 / math.sqrt(3)
     assert summary["n"] == 3
     assert summary["mean"] == pytest.approx(0.81) and summary["std"] == pytest.approx(0.01)
     assert (summary["low"], summary["high"]) == (pytest.approx(0.81 - half),
                                                  pytest.approx(0.81 + half))
-    single = study.mean_interval([0.5])
+    single = statistics.mean_interval([0.5])
     assert single["mean"] == 0.5 and math.isnan(single["std"]) and math.isnan(single["low"])
     # Paired: only the seeds present in both count, differences taken seed by seed.
-    difference = study.paired_difference({0: 0.82, 1: 0.80, 2: 0.85, 7: 0.1},
+    difference = statistics.paired_difference({0: 0.82, 1: 0.80, 2: 0.85, 7: 0.1},
                                          {0: 0.80, 1: 0.79, 2: 0.82, 5: 0.9})
     assert difference["seeds"] == [0, 1, 2]
     assert difference["mean"] == pytest.approx(0.02)
@@ -65,68 +67,94 @@ def test_mean_interval_and_paired_difference():
 
 
 def test_bad_flags_are_usage_errors_without_traceback(capsys):
-    assert study.main(["--modes=none,distill"]) == 2
+    assert study.main(["--arms=none,distill"]) == 2
     assert study.main(["--seeds=0,x"]) == 2
     assert study.main(["--student={not json"]) == 2
+    assert study.main(["--set", "epochs=0"]) == 2
+    assert study.main(["--arm", "w=not json"]) == 2
+    assert study.main(["--arm", 'w={"spectral_weight": -1}']) == 2
     error = capsys.readouterr().err
-    assert "distill" in error and "Traceback" not in error
+    assert "distill" in error and "epochs=0 is not valid" in error
+    assert "--arm w: spectral_weight=-1 is not valid" in error and "Traceback" not in error
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="one backend is enough for the end-to-end run (about a minute)")
 def test_quick_study_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    from keras_spectralkd.training import checkpoint
+
     # A fresh machine: no full Fashion-MNIST, so the study runs on the embedded subset.
     empty = tmp_path / "no-fashion-mnist"
     empty.mkdir()
     monkeypatch.setenv("KERAS_SPECTRALKD_FASHION_MNIST_DIR", str(empty))
     out = str(tmp_path / "study")
 
-    # First half: two modes only.
-    assert study.main(["--quick", f"--output_dir={out}", "--modes=none,fft"]) == 0
+    # First half: two arms only.
+    assert study.main(["--quick", f"--output_dir={out}", "--arms=none,fft"]) == 0
     first = json.load(open(os.path.join(out, "study.json")))
-    assert "the subset shipped with the package" in first["data"]
-    assert {(r["seed"], r["mode"]) for r in first["runs"]} == {
+    assert {(r["seed"], r["arm"]) for r in first["runs"]} == {
         (0, "none"), (0, "fft"), (1, "none"), (1, "fft")}
-    stamps = {name: os.path.getmtime(os.path.join(out, "runs", name))
+    # Every run is a normal run folder written by training.train through the runner.
+    for run in first["runs"]:
+        run_dir = run["run_dir"]
+        state = checkpoint.read_state(os.path.join(run_dir, "checkpoints"))
+        assert state["epoch"] == 2 and state["run_info"]["mode"] == run["arm"]
+        for name in ("summary.json", "config.json", "log.csv", "log.jsonl", "student.keras",
+                     "best.weights.h5", "tensorboard"):
+            assert os.path.exists(os.path.join(run_dir, name)), (run_dir, name)
+        assert json.load(open(os.path.join(run_dir, "config.json")))["recipe"] == "fashion_mnist"
+    assert "the subset shipped with the package" in capsys.readouterr().out
+    stamps = {name: os.path.getmtime(os.path.join(out, "runs", name, "summary.json"))
               for name in os.listdir(os.path.join(out, "runs"))}
 
-    # Resume with every mode: the finished runs are read back, only kd and spectralkd train.
+    # A run whose summary was lost is resumed by the runner from its checkpoint (nothing left
+    # to train), the others are read back; the new arms train.
+    lost = os.path.join(out, "runs", "seed1-fft")
+    os.remove(os.path.join(lost, "summary.json"))
+    del stamps["seed1-fft"]
     assert study.main(["--quick", f"--output_dir={out}"]) == 0
     log = capsys.readouterr().out
-    assert log.count("done before") == 4 and "teacher reused" in log
+    assert log.count("done before") == 3 and "teacher reused" in log
+    assert "Resuming from" in log
+    resumed = json.load(open(os.path.join(lost, "summary.json")))
+    assert resumed["resumed_from"]["epoch"] == 2
     for name, stamp in stamps.items():
-        assert os.path.getmtime(os.path.join(out, "runs", name)) == stamp, name
+        assert os.path.getmtime(os.path.join(out, "runs", name, "summary.json")) == stamp, name
     summary = json.load(open(os.path.join(out, "study.json")))
-    runs = {(r["seed"], r["mode"]): r for r in summary["runs"]}
-    assert len(runs) == 8 and summary["config"]["seeds"] == [0, 1]
+    runs = {(r["seed"], r["arm"]): r for r in summary["runs"]}
+    assert len(runs) == 8 and summary["seeds"] == [0, 1]
+    assert runs[1, "fft"]["top1"] == {(r["seed"], r["arm"]): r for r in first["runs"]}[
+        1, "fft"]["top1"]
 
-    # The spectral term does what it is for: in each seed the modes that train it end closer
-    # to the teacher's paired maps than the modes that do not.
+    # The spectral term does what it is for: in each seed the arms that train it end closer
+    # to the teacher's paired maps than the arms that do not.
     for seed in (0, 1):
-        for spectral in ("fft", "spectralkd"):
-            for plain in ("none", "kd"):
+        for spectral in ("fft", "soft+spectral"):
+            for plain in ("none", "soft"):
                 assert runs[seed, spectral]["spectral_gap"] < runs[seed, plain]["spectral_gap"]
 
     # The statistics are the runs' numbers: recomputed here from the per-run top-1.
     stats = summary["statistics"]
-    for mode in study.MODES:
-        top1 = [runs[s, mode]["top1"] for s in (0, 1)]
-        assert stats["per_mode"][mode]["top1"]["mean"] == pytest.approx(np.mean(top1))
-        assert runs[0, mode]["best_top1"] == max(h["top1"] for h in runs[0, mode]["history"])
-    d = [runs[s, "spectralkd"]["top1"] - runs[s, "kd"]["top1"] for s in (0, 1)]
+    for arm in study.STANDARD_ARMS:
+        top1 = [runs[s, arm]["top1"] for s in (0, 1)]
+        assert stats["per_arm"][arm]["top1"]["mean"] == pytest.approx(np.mean(top1))
+        assert runs[0, arm]["best_top1"] == max(h["val_accuracy"]
+                                               for h in runs[0, arm]["history"])
+    d = [runs[s, "soft+spectral"]["top1"] - runs[s, "soft"]["top1"] for s in (0, 1)]
     half = 12.7062047362 * np.std(d, ddof=1) / math.sqrt(2)
-    assert stats["differences"]["spectralkd - kd"]["high"] == pytest.approx(np.mean(d) + half)
-    assert set(stats["differences"]) == {"kd - none", "fft - none", "spectralkd - none",
-                                         "spectralkd - kd"}
+    assert stats["differences"]["soft+spectral - soft"]["high"] == pytest.approx(
+        np.mean(d) + half)
+    assert set(stats["differences"]) == {"soft - none", "fft - none", "soft+spectral - none",
+                                         "soft+spectral - soft"}
 
     # Files: CSV rows per run and per epoch, the markdown table, the plots.
     rows = list(csv.DictReader(open(os.path.join(out, "runs.csv"))))
-    assert len(rows) == 8 and {r["mode"] for r in rows} == set(study.MODES)
+    assert len(rows) == 8 and {r["arm"] for r in rows} == set(study.STANDARD_ARMS)
     epochs = list(csv.DictReader(open(os.path.join(out, "epochs.csv"))))
-    assert len(epochs) == 8 * summary["config"]["student_epochs"]
+    assert len(epochs) == 8 * 2
     table = open(os.path.join(out, "results.md")).read()
-    for text in ("| spectralkd | 2 |", "| spectralkd - kd | 2 |", "optimistic"):
+    for text in ("| soft+spectral | 2 |", "| soft+spectral - soft | 2 |", "optimistic"):
         assert text in table
     for name in ("top1.png", "distance.png"):
         with open(os.path.join(out, name), "rb") as f:
@@ -134,4 +162,4 @@ def test_quick_study_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
 
     # Resuming with other settings is refused, naming the setting.
     assert study.main(["--quick", f"--output_dir={out}", "--student_epochs=3"]) == 2
-    assert "student_epochs=2" in capsys.readouterr().err
+    assert "student epochs=2, now 3" in capsys.readouterr().err
