@@ -27,6 +27,7 @@ SCRIPTS = {
     "spectralkd-convert": "keras_spectralkd.tools.convert_timm",
     "spectralkd-select-layers": "keras_spectralkd.tools.select_layers",
     "spectralkd-study": "keras_spectralkd.tools.study",
+    "spectralkd-train": "keras_spectralkd.tools.train",
 }
 
 

@@ -1,7 +1,7 @@
 """`spectralkd-train`: any recipe, any setting, one command.
 
-    spectralkd-train --recipe=deit_tiny --set epochs=300 --set data_dir=/data/imagenet \
-        --set teacher_weights=cait_s24_224.pth --set output_dir=runs/deit_tiny
+    spectralkd-train --recipe=deit_tiny --set epochs=300 --set data_dir=/data/imagenet
+    spectralkd-train --recipe=deit_tiny --data_dir=/data/imagenet --teacher_weights=T.pth
     spectralkd-train --recipe=fashion_mnist_teacher --set output_dir=runs/fm_teacher
     spectralkd-train --recipe=swin_tiny --help        # every setting with this recipe's default
 
