@@ -50,8 +50,8 @@ class SpectralTensorBoard(keras.callbacks.Callback):
     What is the same at every log is done once: the teacher's maps and pooled spectra, the
     student's probe computation compiled into one function (a `tf.function` on TensorFlow, a
     `jax.jit` on JAX, both reading the current weights; eager on torch), and the intensity figure,
-    whose values are replaced each time (`analysis.plots.IntensityPlot`). A log costs under 1% of
-    an epoch of the demo (0.07 s on 2 CPU cores; docs/ecosystem.md).
+    whose values are replaced each time (`analysis.plots.IntensityPlot`); what a log costs is in
+    docs/ecosystem.md.
 
     Events go to `os.path.join(log_dir, "spectral")`, a run of its own next to the `train` and
     `validation` runs of `keras.callbacks.TensorBoard(log_dir)`. Works on every backend (the

@@ -108,9 +108,8 @@ def plot_intensity(
 class IntensityPlot:
     """`plot_intensity`'s figure, kept to be shown again with new values of the same units.
 
-    Drawing a kept figure again takes about half the time of building and drawing a new one (axes,
-    ticks, legend, a line per curve and per paired unit; measured on `SpectralTensorBoard`'s
-    figure). A figure shown every epoch (`SpectralTensorBoard`) is built once and then
+    Drawing a kept figure again skips building the axes, ticks, legend and a line per curve and
+    per paired unit. A figure shown every epoch (`SpectralTensorBoard`) is built once and then
     `update`d: the curves, the paired units' markers and the pair connectors take the new
     values, the y axis is autoscaled again and the title replaced, so that drawing it gives the
     image a new `plot_intensity` of the same profiles would.

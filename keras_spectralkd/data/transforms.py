@@ -29,7 +29,7 @@ How this differs from timm's `rand-m9-mstd0.5-inc1` (the reference's transform),
   log-uniform aspect ratio in 0.3-3.3, up to 10 draws, N(0, 1) noise per pixel in normalised
   space as timm's `mode="pixel"`), seeded per image like the crop and the flip. Keras'
   `RandomErasing` draws the box's sides as independent sqrt-uniform fractions of the image's
-  (a box shaped like the image, not square on average) and cost 3-4 ms per 224 px image.
+  (a box shaped like the image, not square on average) and draws a whole image of noise.
 - Resizing is TensorFlow's bicubic with antialiasing when downscaling (PIL's bicubic, used by
   timm, also filters when downscaling; values differ by small interpolation error).
 """
@@ -80,7 +80,7 @@ def normalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     channels = len(mean)
     # One multiply and one add per pixel, (x / 255 - m) / s = x * (1 / (255 s)) - m / s, over
     # rows of (width x channels) values: Eigen broadcasts a vector as long as a row much faster
-    # than a 3-vector (0.1 vs 0.5 ms for a 224 px image on one core).
+    # than a 3-vector (docs/performance.md, input pipeline).
     scale = tf.constant([1.0 / (255.0 * s) for s in std], tf.float32)
     offset = tf.constant([-m / s for m, s in zip(mean, std)], tf.float32)
     shape = tf.shape(image)
@@ -95,8 +95,8 @@ def resize(image, size, method="bicubic"):
     """Resizes to `size` (h, w) with antialiasing; float32 output clipped to [0, 255].
 
     Antialiasing only changes downscaling; an upscale (both sides grow) takes TensorFlow's plain
-    kernel, 3x faster and as close to PIL's bicubic (timm's) as the antialiased one: the two
-    differ by how they compute the kernel weights (at most 0.2 of 255 on white noise).
+    kernel, faster and as close to PIL's bicubic (timm's) as the antialiased one: the two
+    differ by how they compute the kernel weights (tests/data/test_transforms.py bounds it).
     """
     image = tf.cast(image, tf.float32)
     size = tf.convert_to_tensor(size, tf.int32)
@@ -193,8 +193,8 @@ def random_erasing(image, seed, probability=0.25, scale=(0.02, 1.0 / 3.0), ratio
     (height / width) log-uniform in `ratio` (up to `attempts` draws until one fits) is filled
     with N(0, 1) noise, one value per pixel and channel, as timm does after normalisation.
     Only the erased box's noise is drawn, and nothing is computed for the 75% of images left
-    alone: Keras' `RandomErasing` layer drew a full image of noise per image (3-4 ms of a 224 px
-    image's ~13 ms on one core) and its sides as sqrt-uniform fractions instead.
+    alone, where Keras' `RandomErasing` layer draws a full image of noise per image (a large
+    share of the transform's time) and its sides as sqrt-uniform fractions instead.
 
     Args:
         image: (H, W, C) float32 (normalised pixels).
