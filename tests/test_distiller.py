@@ -204,7 +204,22 @@ def test_student_saves_alone_and_reloads(models, batch, tmp_path):
         (dict(spectral_weight=-0.2), "`spectral_weight` must be >= 0.0; got -0.2"),
         (dict(temperature=0.0), "`temperature` must be > 0.0; got 0.0"),
         (dict(temperature=-2.0), "got -2.0"),
-        (dict(label_smoothing=1.0), "label_smoothing"),
+        (dict(label_smoothing=1.0), r"`label_smoothing` must be in \[0.0, 1.0\); got 1.0"),
+        (dict(alpha=float("nan")), r"`alpha` must be a finite number in \[0.0, 1.0\]; got nan"),
+        (dict(beta=float("inf")), "`beta` must be a finite number >= 0.0; got inf"),
+        (dict(spectral_weight=float("-inf")), "`spectral_weight` must be a finite number"),
+        (dict(temperature=float("nan")), "`temperature` must be a finite number > 0.0; got nan"),
+        (dict(label_smoothing=float("nan")), "`label_smoothing` must be a finite number"),
+        (dict(alpha=True), r"`alpha` must be a number in \[0.0, 1.0\]; got True \(a bool\)"),
+        (dict(temperature="2"), r"got '2' \(a str\)"),
+        (dict(beta=None), "`beta` must be a number >= 0.0; got None"),
+        (dict(layer_pairs=[(0, 0), (0, 0)]), r"Duplicated student units \[0\]"),
+        (dict(layer_pairs=[(0, 1.0)]), "two ints"),
+        (dict(layer_pairs=[(0, float("inf"))]), "two ints"),
+        (dict(layer_pairs=[(True, 1)]), "two ints"),
+        (dict(layer_pairs=[(0, 1, 2)]), "two ints"),
+        (dict(layer_pairs=3), "must be a list of"),
+        (dict(layer_pairs=(0, 0)), r"one pair not in a list \(write \[\(0, 0\)\]\)"),
         (dict(layer_pairs=[(2, 3), (0, 0)]), "not increasing"),
         (dict(layer_pairs=[(0, 1), (0, 2)]), "Duplicated student units"),
         (dict(layer_pairs=[(0, 1), (1, 1)]), "Duplicated teacher units"),
@@ -240,6 +255,71 @@ def test_pairs_need_feature_maps(rng):
         Distiller(plain, TinyBackbone(), layer_pairs=[(0, 0)])
     with pytest.raises(ValueError, match="needs a teacher"):
         Distiller(None, TinyBackbone(), mode="soft")
+
+
+def classifier(num_classes, name):
+    return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                             keras.layers.Dense(num_classes)], name=name)
+
+
+class Subclassed(keras.Model):
+    """A classifier whose head size is unknown until it runs (no output shape before)."""
+
+    def __init__(self, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten, self.head = keras.layers.Flatten(), keras.layers.Dense(num_classes)
+
+    def call(self, images, training=False):
+        return self.head(self.flatten(images))
+
+
+CLASSES_DIFFER = r"the teacher '{}' has 7 classes and the student '{}' has 10"
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_logit_kd_between_heads_of_different_sizes_raises_at_construction(mode):
+    with pytest.raises(ValueError, match=CLASSES_DIFFER.format("teacher", "student")):
+        Distiller(classifier(7, "teacher"), classifier(10, "student"), mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_logit_kd_between_unbuilt_heads_of_different_sizes_raises_in_fit(rng, mode):
+    distiller = Distiller(Subclassed(7, name="teacher"), Subclassed(10, name="student"), mode=mode)
+    distiller.compile(optimizer="sgd")
+    x = rng.standard_normal((4, 8, 8, 3)).astype("float32")
+    with pytest.raises(ValueError, match=CLASSES_DIFFER.format("teacher", "student")):
+        distiller.fit(x, np.arange(4) % 7, batch_size=4, epochs=1, verbose=0)
+
+
+def test_spectral_only_and_plain_modes_allow_heads_of_different_sizes(rng):
+    teacher = TinyBackbone(width=12, depth=4, num_classes=7, name="teacher")
+    student = TinyBackbone(width=6, depth=3, num_classes=10, name="student")
+    distiller = Distiller(teacher, student, layer_pairs=PAIRS, mode="fft")
+    distiller.compile(optimizer="sgd")
+    x = rng.standard_normal((4, 8, 8, 3)).astype("float32")
+    history = distiller.fit(x, np.arange(4), batch_size=4, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    Distiller(teacher, TinyBackbone(width=6, depth=3, num_classes=10), mode="none")
+
+
+def test_unbuilt_subclassed_models_train(rng):
+    """`Distiller.build` creates both models' weights before the first step (JAX's stateless step
+    fails on a teacher whose weights do not exist yet)."""
+    distiller = Distiller(Subclassed(4, name="teacher"), Subclassed(4, name="student"))
+    distiller.compile(optimizer="sgd")
+    x = rng.standard_normal((8, 8, 8, 3)).astype("float32")
+    history = distiller.fit(x, np.arange(8) % 4, batch_size=4, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and history["kd_loss"][0] > 0
+
+
+def test_models_must_be_keras_models_and_distinct():
+    with pytest.raises(ValueError, match=r"`student` must be a Keras model .* got 'deit_tiny"):
+        Distiller(TinyBackbone(), "deit_tiny_patch16_224")
+    with pytest.raises(ValueError, match="`teacher` must be a Keras model"):
+        Distiller(lambda images: images, TinyBackbone())
+    model = TinyBackbone(name="both")
+    with pytest.raises(ValueError, match="the same model 'both'"):
+        Distiller(model, model)
 
 
 def test_bad_labels_are_reported(models, batch):

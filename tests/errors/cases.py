@@ -57,12 +57,12 @@ class NoInfoBackbone(keras.Model):
     """A custom backbone with `forward_intermediates` but no `feature_info`: its maps live in a
     dict keyed by unit, so an out-of-range unit raises KeyError inside it (the issue's case)."""
 
-    def __init__(self, depth=3, flat_maps=False, **kwargs):
+    def __init__(self, depth=3, flat_maps=False, num_classes=4, **kwargs):
         super().__init__(**kwargs)
         self.depth, self.flat_maps = depth, flat_maps
         self.embed = keras.layers.Conv2D(6, 2, strides=2)
         self.units = [keras.layers.Dense(6) for _ in range(depth)]
-        self.head = keras.layers.Dense(4)
+        self.head = keras.layers.Dense(num_classes)
 
     def forward_intermediates(self, images, indices, training=False):
         x = self.embed(images)
@@ -80,10 +80,16 @@ class NoInfoBackbone(keras.Model):
 IMAGES = np.zeros((2, 8, 8, 3), "float32")
 
 
-def _distiller(teacher, student, pairs, mode="soft"):
+def _distiller(teacher, student, pairs, mode="soft", **kwargs):
     from keras_spectralkd import Distiller
 
-    return Distiller(teacher, student, layer_pairs=pairs, mode=mode)
+    return Distiller(teacher, student, layer_pairs=pairs, mode=mode, **kwargs)
+
+
+def _classifier(num_classes, name):
+    """A plain functional classifier: its head size is known before it runs."""
+    return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                             keras.layers.Dense(num_classes)], name=name)
 
 
 # === Distiller ===
@@ -172,6 +178,89 @@ def _(tmp_path, capsys):
 @case("D12")
 def _(tmp_path, capsys):
     return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [], mode="fft")
+
+
+@case("D14")
+def _(tmp_path, capsys):
+    return raised(_distiller, _classifier(7, "teacher"), _classifier(10, "student"), [])
+
+
+@case("D15")
+def _(tmp_path, capsys):
+    distiller = _distiller(NoInfoBackbone(num_classes=7, name="custom_teacher"),
+                           NoInfoBackbone(num_classes=10, name="custom_student"), [], mode="hard")
+    return raised(distiller, IMAGES, training=True)
+
+
+@case("D16")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0)], alpha=float("nan"))
+
+
+@case("D17")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0)], temperature=float("inf"))
+
+
+@case("D18")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0)], alpha=1.5)
+
+
+@case("D19")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0)], temperature=0)
+
+
+@case("D20")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0)], label_smoothing=1.0)
+
+
+@case("D21")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0)], spectral_weight=-0.2)
+
+
+@case("D22")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 0)], beta="1.0")
+
+
+@case("D23")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 1), (0, 2)])
+
+
+@case("D24")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, 1.5)])
+
+
+@case("D25")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), (0, 0))
+
+
+@case("D26")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), [(0, -1)])
+
+
+@case("D27")
+def _(tmp_path, capsys):
+    return raised(_distiller, _tiny(12, 4), _tiny(6, 3), "0:0,2:3")
+
+
+@case("D28")
+def _(tmp_path, capsys):
+    return raised(_distiller, "deit_small_patch16_224", _tiny(6, 3), [])
+
+
+@case("D29")
+def _(tmp_path, capsys):
+    model = _classifier(4, "classifier")
+    return raised(_distiller, model, model, [])
 
 
 # === Spectral functions ===
@@ -329,6 +418,21 @@ def _(tmp_path, capsys):
     return text
 
 
+@case("C8")
+def _(tmp_path, capsys):
+    from keras_spectralkd.convert import from_timm
+
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        return raised(from_timm, "cait_s24_224")
+    finally:
+        if previous is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
 # === Tools ===
 def _analyze(tmp_path, capsys, *argv, contains=""):
     return tool_run("analyze", ["--model=deit_tiny_patch16_224", "--image_size=8",
@@ -464,18 +568,3 @@ def _(tmp_path, capsys):
 
     return raised(loop.train, model, train_data, epochs=1, steps_per_epoch=2,
                   output_dir=str(tmp_path / "run"), verbose=0)
-
-
-@case("C8")
-def _(tmp_path, capsys):
-    from keras_spectralkd.convert import from_timm
-
-    previous = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        return raised(from_timm, "cait_s24_224")
-    finally:
-        if previous is None:
-            del os.environ["HF_HUB_OFFLINE"]
-        else:
-            os.environ["HF_HUB_OFFLINE"] = previous

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from keras_spectralkd import spectral
 from keras_spectralkd.analysis import parse_layer_pairs
+from keras_spectralkd.distiller import _check_number, normalize_layer_pairs
 from keras_spectralkd.models.layers import check_image_size
 
 CHEAP = settings(max_examples=25, deadline=None)
@@ -121,3 +122,58 @@ def test_spectral_loss_rejects_bad_shapes_with_value_error(student_shape, teache
     else:
         with pytest.raises(ValueError):
             spectral.spectral_pair_loss(student, teacher)
+
+
+# === Distiller arguments ===
+
+# (name, low, high, keyword bounds) as the Distiller checks them
+NUMBERS = [("alpha", 0.0, 1.0, {}), ("beta", 0.0, None, {}),
+           ("temperature", 0.0, None, {"low_open": True}),
+           ("label_smoothing", 0.0, 1.0, {"high_open": True})]
+
+
+@CHEAP
+@given(st.sampled_from(NUMBERS), st.floats(allow_nan=True, allow_infinity=True))
+def test_numbers_pass_inside_their_range_and_raise_value_error_naming_them_outside(spec, value):
+    name, low, high, bounds = spec
+    inside = (np.isfinite(value) and value >= low and (value > low or not bounds.get("low_open"))
+              and (high is None or value < high or (value == high and not bounds.get("high_open"))))
+    if inside:
+        assert _check_number(name, value, low, high, **bounds) == value
+    else:
+        with pytest.raises(ValueError, match=f"`{name}` must be"):
+            _check_number(name, value, low, high, **bounds)
+
+
+@CHEAP
+@given(st.sampled_from(NUMBERS),
+       st.one_of(st.booleans(), st.text(max_size=4), st.none(), st.lists(st.floats(), max_size=2)))
+def test_non_numbers_raise_value_error_naming_the_argument(spec, value):
+    name, low, high, bounds = spec
+    with pytest.raises(ValueError, match=f"`{name}` must be a number"):
+        _check_number(name, value, low, high, **bounds)
+
+
+@CHEAP
+@given(st.lists(st.integers(min_value=0, max_value=40), unique=True, max_size=6),
+       st.lists(st.integers(min_value=0, max_value=40), unique=True, max_size=6))
+def test_increasing_int_pairs_pass(student_units, teacher_units):
+    count = min(len(student_units), len(teacher_units))
+    pairs = list(zip(sorted(student_units)[:count], sorted(teacher_units)[:count]))
+    assert normalize_layer_pairs(pairs) == pairs
+    assert normalize_layer_pairs([[np.int64(s), t] for s, t in pairs]) == pairs
+
+
+junk_units = st.one_of(st.integers(min_value=-5, max_value=5),
+                       st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+                       st.text(max_size=2))
+junk_pairs = st.one_of(st.tuples(junk_units, junk_units), st.lists(junk_units, max_size=3),
+                       junk_units)
+
+
+@CHEAP
+@given(st.one_of(st.lists(junk_pairs, max_size=4), junk_units, st.tuples(junk_units, junk_units)))
+def test_layer_pairs_junk_raises_value_error_only(layer_pairs):
+    result = _raises_only_value_error(normalize_layer_pairs, layer_pairs)
+    if result is not None:  # valid by chance: int pairs, non-negative, increasing
+        assert all(type(s) is int and type(t) is int and s >= 0 and t >= 0 for s, t in result)
