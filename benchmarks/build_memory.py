@@ -10,11 +10,11 @@ printed: the process's peak RSS (MB) before and after the build, and the increas
   materialised, then overwritten);
 - `from_timm`: `convert.from_timm` as shipped: the model is built inside a Keras
   `StatelessScope`, where variables are created WITHOUT running their initializers (Keras'
-  deferred initialisation, `_perf.deferred_variables`), and each variable is then initialised
-  straight from its checkpoint array. No initial value is ever computed.
+  deferred initialisation, `_keras_internals.deferred_variables`), and each variable is then
+  initialised straight from its checkpoint array. No initial value is ever computed.
 - `bf16_copy` / `bf16_copy_plain`: the bfloat16 copy `Distiller(teacher_dtype="bfloat16")`
-  makes of an already built float32 teacher (`_perf.in_dtype`), built without initial values
-  (as shipped) / the ordinary way (initializers run, then the cast weights assigned).
+  makes of an already built float32 teacher (`_low_precision.in_dtype`), built without initial
+  values (as shipped) / the ordinary way (initializers run, then the cast weights assigned).
 
 Run:
 
@@ -88,11 +88,11 @@ def measure(way, checkpoint):
         keras.ops.convert_to_numpy(keras.ops.ones((2, 2)) + 1)
     state = dict(np.load(checkpoint))
     if way.startswith("bf16_copy"):  # the float32 teacher exists already; its copy is measured
-        from keras_spectralkd import _perf
+        from keras_spectralkd import _keras_internals, _low_precision
 
         teacher = from_timm(NAME, state)  # `state` stays: its freed memory would be reused
         if way == "bf16_copy_plain":  # as before: the copy's initializers run, then assign
-            _perf._keras_deferred_initialization = lambda: None
+            _keras_internals._keras_deferred_initialization = lambda: None
     before, before_now = peak_mb(), current_mb()
     if way == "timm":
         model = timm.create_model(NAME, pretrained=False)
@@ -100,7 +100,7 @@ def measure(way, checkpoint):
     elif way == "from_timm":
         model = from_timm(NAME, state)
     elif way.startswith("bf16_copy"):
-        model = _perf.in_dtype(teacher, "bfloat16")
+        model = _low_precision.in_dtype(teacher, "bfloat16")
     else:
         model = build_plain(NAME, state)
     after, after_now = peak_mb(), current_mb()

@@ -20,7 +20,7 @@ import operator
 import keras
 from keras import ops
 
-from keras_spectralkd import _perf, spectral
+from keras_spectralkd import _low_precision, spectral
 
 MODES = ("soft", "hard", "fft", "none")
 
@@ -278,9 +278,9 @@ class Distiller(keras.Model):
         if self.layer_pairs:
             self._check_pairs_against_models(teacher, student)
 
-        self.teacher_dtype = _perf.check_teacher_dtype(teacher_dtype)
+        self.teacher_dtype = _low_precision.check_teacher_dtype(teacher_dtype)
         if teacher is not None and self.teacher_dtype:
-            teacher = _perf.in_dtype(teacher, self.teacher_dtype)
+            teacher = _low_precision.in_dtype(teacher, self.teacher_dtype)
         self.teacher = teacher
         self.student = student
         if teacher is not None:

@@ -34,8 +34,8 @@ PACKAGE = "keras_spectralkd"
 ROOT = pathlib.Path(__file__).resolve().parent.parent / PACKAGE
 API = "(the package __init__)"
 LAYERS = [
-    ("_startup",),  # quiet imports of Keras / TensorFlow, used by the package and data/
-    ("spectral", "models", "data", "_perf"),
+    ("_startup", "_keras_internals"),
+    ("spectral", "models", "data", "_low_precision"),
     ("convert", "distiller", "analysis", "training"),
     ("callbacks", "distillation_loss"),
     (API,),

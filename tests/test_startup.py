@@ -59,7 +59,8 @@ def watching_dup2(fd, fd2, *args, **kwargs):
         redirects.append(fd)
     return real_dup2(fd, fd2, *args, **kwargs)
 
-environ_type.__setitem__, environ_type.__delitem__, os.dup2 = watching_set, watching_del, watching_dup2
+environ_type.__setitem__, environ_type.__delitem__ = watching_set, watching_del
+os.dup2 = watching_dup2
 import keras_spectralkd
 for name in SUBPACKAGES:
     importlib.import_module("keras_spectralkd." + name)

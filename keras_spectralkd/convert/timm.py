@@ -6,7 +6,7 @@ strict bookkeeping and the copy helpers live in `weight_map.py`, each family's n
 `timm_vit.py`, `timm_cait.py`, `timm_swin.py`.
 """
 
-from keras_spectralkd import _perf
+from keras_spectralkd import _keras_internals
 from keras_spectralkd.convert.weight_map import (
     ConversionError,
     WeightMap,
@@ -66,7 +66,7 @@ def from_timm(name, state_dict=None, model=None, **create_kwargs):
         # Built without running initializers: every value comes from the checkpoint, so none
         # is computed only to be overwritten (for CaiT-S24 that halves the build's memory;
         # docs/performance.md).
-        with _perf.deferred_variables() as deferred:
+        with _keras_internals.deferred_variables() as deferred:
             model = registry.create(name, **create_kwargs)
     weight_map = WeightMap(model, state, deferred)
     convert(weight_map, model)

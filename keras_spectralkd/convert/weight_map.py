@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from keras_spectralkd import _perf
+from keras_spectralkd import _keras_internals
 
 
 class ConversionError(ValueError):
@@ -120,12 +120,12 @@ class WeightMap:
     """Collects (Keras variable <- timm tensors) assignments, then checks and applies them."""
 
     def __init__(self, model, state_dict, deferred=None):
-        """`deferred`: the `_perf.DeferredVariables` of a `model` built without initial values
-        (see `from_timm`); each of its variables is then initialised from its array as soon as
-        the converter sets it (such a model is thrown away if the conversion fails, so nothing
-        half-written is ever seen), and each converted array (e.g. a transposed kernel) is
-        freed before the next is made. Without it, `finish` assigns every value after the
-        checks, and `model` is untouched if they fail."""
+        """`deferred`: the `_keras_internals.DeferredVariables` of a `model` built without
+        initial values (see `from_timm`); each of its variables is then initialised from its
+        array as soon as the converter sets it (such a model is thrown away if the conversion
+        fails, so nothing half-written is ever seen), and each converted array (e.g. a
+        transposed kernel) is freed before the next is made. Without it, `finish` assigns every
+        value after the checks, and `model` is untouched if they fail."""
         self.model = model
         self.state_dict = state_dict
         self.deferred = deferred
@@ -163,8 +163,9 @@ class WeightMap:
             )
             value = None
         if value is not None and self.deferred is not None and self.deferred.variables:
-            _perf.give_values(self.deferred, [(variable, _owned(variable, value, fresh))],
-                              complete=False)
+            _keras_internals.give_values(
+                self.deferred, [(variable, _owned(variable, value, fresh))], complete=False
+            )
             value = fresh = None  # written: nothing kept
         self._assigned[path] = (variable, value, fresh)
 
@@ -201,7 +202,9 @@ class WeightMap:
                 if value is not None:
                     yield variable, _owned(variable, value, fresh)
 
-        _perf.give_values(self.deferred or _perf.DeferredVariables(), values())
+        _keras_internals.give_values(
+            self.deferred or _keras_internals.DeferredVariables(), values()
+        )
         return self.model
 
 

@@ -29,6 +29,8 @@ import inspect
 import keras
 from keras import ops
 
+from keras_spectralkd import _keras_internals
+
 
 def normalize_indices(indices, num_units):
     """Turns `None`, an int `n` (last n units) or a sequence into a list of unit indices."""
@@ -59,9 +61,11 @@ class ReleasingGraph:
     """Mixin for functional models: each intermediate tensor is dropped once its last consumer
     has run, instead of when the whole graph has (Keras' runner keeps every node's output
     until the end). Under eager execution (the torch backend) this is what keeps a frozen
-    teacher's forward from holding all of its block outputs at once: measured in
-    docs/performance.md. Traced backends (JAX, TensorFlow) see no difference: XLA frees by
-    liveness anyway."""
+    teacher's forward from holding all of its block outputs at once (docs/performance.md).
+    Traced backends (JAX, TensorFlow) see no difference: XLA frees by liveness anyway.
+
+    Private Keras API (`_keras_internals`): where it is off, Keras' own runner runs, after one
+    `KerasPrivateAPIWarning`."""
 
     def _run_through_graph(self, inputs, operation_fn=lambda op: op, call_fn=None):
         if call_fn is None and _keras_graph_internals_known(self):
@@ -70,19 +74,36 @@ class ReleasingGraph:
 
 
 def _keras_graph_internals_known(model):
-    """Whether `_run_graph_releasing` can run `model`: the private Keras names it reads exist
-    (checked against Keras 3.15); otherwise Keras' own runner is used."""
+    """Whether `_run_graph_releasing` may run `model`: the installed Keras is the one it was
+    checked against and the private names it reads are there (else one warning, and Keras' own
+    runner)."""
+    return _keras_internals.private_api_usable(
+        "freeing a backbone's intermediate tensors as its graph runs (models.backbone)",
+        lambda: _missing_graph_internals(model),
+        "Keras' own graph runner keeps every intermediate tensor until the forward ends, which "
+        "costs memory on the torch backend",
+    )
+
+
+def _missing_graph_internals(model):
+    """What of the private Keras names `_run_graph_releasing` reads `model` lacks, or None."""
     nodes = [node for depth in getattr(model, "_nodes_by_depth", {}).values() for node in depth]
-    return bool(nodes) and hasattr(model, "_outputs_struct") and all(
-        hasattr(node, name)
-        for node in nodes[:1]
-        for name in ("operation", "is_input", "input_tensors", "outputs", "arguments")
-    ) and hasattr(nodes[0].arguments, "fill_in")
+    if not nodes:
+        return "Functional._nodes_by_depth"
+    if not hasattr(model, "_outputs_struct"):
+        return "Functional._outputs_struct"
+    fields = ("operation", "is_input", "input_tensors", "outputs", "arguments")
+    absent = [name for name in fields if not hasattr(nodes[0], name)]
+    if absent:
+        return f"the Node fields {absent}"
+    if not hasattr(nodes[0].arguments, "fill_in"):
+        return "Node.arguments.fill_in"
+    return None
 
 
 def _run_graph_releasing(model, inputs, operation_fn):
-    """Keras' `Function._run_through_graph` (keras/src/ops/function.py, Keras 3.15) for eager
-    calls, plus one thing: a tensor is dropped from the table of computed tensors once every
+    """Keras' `Function._run_through_graph` (keras/src/ops/function.py) for eager calls, plus
+    one thing: a tensor is dropped from the table of computed tensors once every
     node that reads it has run (unless it is an output). Private Keras API, used here only:
     `_nodes_by_depth`, `_outputs_struct`, `_get_operation_for_node` and `Node`'s fields."""
     from keras import tree

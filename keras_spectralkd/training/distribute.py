@@ -13,7 +13,9 @@
   `initialize_multi_process`, which calls `jax.distributed.initialize`, gloo collectives on CPU).
   Call `initialize_multi_process()` at program start, before any other TensorFlow/JAX work; the
   runner does. Process 0 is the chief: it alone writes TensorBoard logs and final files
-  (docs/distributed.md).
+  (docs/distributed.md). On TensorFlow, `training.loop.train` runs its `fit` inside
+  `keras_multi_worker_fixes(model)` (two Keras trainer bugs worked around for that model's
+  training only).
 - PyTorch backend, or a single device: one device (Keras' torch trainer has no data
   parallelism; use the TensorFlow or JAX backend for multi-GPU runs).
 
@@ -27,6 +29,8 @@ import json
 import os
 
 import keras
+
+from keras_spectralkd import _keras_internals
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "data_parallel")
 JAX_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
@@ -165,7 +169,6 @@ def initialize_multi_process():
             import tensorflow as tf
 
             _MULTI_WORKER_STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
-            _fix_keras_multi_worker_build()
         return int(tf_config["task"]["index"]), len(tf_config["cluster"]["worker"])
     if backend == "jax":
         env = _jax_env()
@@ -248,39 +251,53 @@ class _EvenSplitDataParallel(keras.distribution.DataParallel):
         return dataset.map(take_slice).filter(not_empty).prefetch(tf.data.AUTOTUNE)
 
 
-def _fix_keras_multi_worker_build():
-    """Works around two bugs of Keras 3.15's TensorFlow trainer under MultiWorkerMirroredStrategy.
+@contextlib.contextmanager
+def keras_multi_worker_fixes(model):
+    """Works around two bugs of Keras 3.15's TensorFlow trainer under MultiWorkerMirroredStrategy,
+    for `model`'s `fit`/`evaluate`/`train_on_batch` calls inside the block (`training.loop.train`
+    opens it around its training). Does nothing unless `model` trains under that strategy.
 
     1. Before its first `fit`/`evaluate` it builds the model from one input batch, which it
     pulls from the dataset and averages with `strategy.reduce("MEAN", (x, y))` over the whole
     tuple; the multi-worker strategy reduces single values only, so every `fit` fails ("Attempt
-    to convert a value (PerReplica ...) to a Tensor"). Building needs shapes only, so this builds
-    from the dataset's element spec instead: no collective, and no batch pulled (pulling one
-    advances the random state of a stateful augmentation, so the first step would see other
-    images than a one-process run).
+    to convert a value (PerReplica ...) to a Tensor"). Building needs shapes only, so `model`
+    builds from the dataset's element spec instead: no collective, and no batch pulled (pulling
+    one advances the random state of a stateful augmentation, so the first step would see other
+    images than a one-process run). An attribute of `model` alone, removed after the block.
     2. It averages each step's logs over the workers with `strategy.reduce("MEAN", v, axis=0)`,
     which fails on scalar logs ("Invalid reduction dimension 0 for input with 0 dimensions");
-    the mean over replicas (`axis=None`) is what it computes on one machine, so use that.
+    the mean over replicas (`axis=None`) is what it computes on one machine, so that is used.
+    Keras looks the reducer up in its trainer module when it traces a step, so it is replaced
+    there for the block only; the replacement changes nothing for other strategies.
 
-    Installed only when a multi-worker strategy is created.
+    Private Keras API (`_keras_internals`): where it is off, Keras' own code runs, after one
+    `KerasPrivateAPIWarning`.
     """
+    if keras.backend.backend() != "tensorflow" or not _multi_worker(model):
+        yield
+        return
+    if not _keras_internals.private_api_usable(
+        "the multi-worker fixes of Keras' TensorFlow trainer (training.distribute)",
+        _missing_trainer_internals,
+        "Keras' own build and log averaging run, which fail under MultiWorkerMirroredStrategy "
+        "in Keras 3.15 (docs/distributed.md)",
+    ):
+        yield
+        return
     import tensorflow as tf
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
-    original = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-    if getattr(original, "_builds_from_spec", False):
-        return
+    original_build = type(model)._maybe_symbolic_build
+    original_reduce = tf_trainer.reduce_per_replica
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and self._distribute_strategy is not None:
+    def build_from_spec(iterator=None, data_batch=None):
+        if iterator is not None:
             data_batch = tf.nest.map_structure(
                 lambda spec: keras.KerasTensor(tuple(spec.shape), spec.dtype.name),
                 iterator.data_adapter.get_tf_dataset().element_spec,
             )
             iterator = None
-        return original(self, iterator=iterator, data_batch=data_batch)
-
-    original_reduce = tf_trainer.reduce_per_replica
+        return original_build(model, iterator=iterator, data_batch=data_batch)
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
@@ -291,9 +308,41 @@ def _fix_keras_multi_worker_build():
             )
         return original_reduce(values, strategy, reduction)
 
-    _maybe_symbolic_build._builds_from_spec = True
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    # object.__setattr__: a plain attribute, out of Keras' tracking of the model's state.
+    object.__setattr__(model, "_maybe_symbolic_build", build_from_spec)
     tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original_reduce
+        object.__delattr__(model, "_maybe_symbolic_build")
+
+
+def _multi_worker(model):
+    import tensorflow as tf
+
+    strategy = getattr(model, "distribute_strategy", None)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _missing_trainer_internals():
+    """What of the private Keras names `keras_multi_worker_fixes` uses is absent, or None."""
+    import inspect
+
+    try:
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+    except ImportError:
+        return "keras.src.backend.tensorflow.trainer"
+    absent = [name for name in ("reduce_per_replica", "_collective_all_reduce_multi_worker")
+              if not callable(getattr(tf_trainer, name, None))]
+    if absent:
+        return f"{absent} in its TensorFlow trainer module"
+    build = getattr(tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build", None)
+    if build is None or list(inspect.signature(build).parameters) != [
+        "self", "iterator", "data_batch"
+    ]:
+        return "TensorFlowTrainer._maybe_symbolic_build(self, iterator, data_batch)"
+    return None
 
 
 def _setup_tensorflow(strategy, devices):

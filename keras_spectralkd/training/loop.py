@@ -38,6 +38,7 @@ from keras_spectralkd.training.checkpoint import (
     read_state,
     trained_model,
 )
+from keras_spectralkd.training.distribute import keras_multi_worker_fixes
 from keras_spectralkd.training.ema import EMAEvaluation, uses_ema
 
 
@@ -241,22 +242,23 @@ def train(
         records.append(CheckpointCallback(manager, state, save_every_steps))
     raw_keeper = _KeepRawWeights()
 
-    if state["step_in_epoch"] and state["epoch"] < epochs:
-        _finish_interrupted_epoch(model, train_data, state, validation_data, guard + records,
-                                  verbose)
-    if state["epoch"] < epochs and not getattr(model, "stop_training", False):
-        first = state["epoch"]
-        model.fit(
-            _all_epochs(train_data, first, epochs, steps_per_epoch),
-            initial_epoch=first,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation_data,
-            callbacks=guard + list(callbacks) + records + [raw_keeper],
-            verbose=verbose,
-            shuffle=False,  # each epoch's data arrive shuffled by the pipeline
-        )
-        raw_keeper.restore(model)
+    with keras_multi_worker_fixes(model):  # a no-op unless under a multi-worker strategy
+        if state["step_in_epoch"] and state["epoch"] < epochs:
+            _finish_interrupted_epoch(model, train_data, state, validation_data,
+                                      guard + records, verbose)
+        if state["epoch"] < epochs and not getattr(model, "stop_training", False):
+            first = state["epoch"]
+            model.fit(
+                _all_epochs(train_data, first, epochs, steps_per_epoch),
+                initial_epoch=first,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=validation_data,
+                callbacks=guard + list(callbacks) + records + [raw_keeper],
+                verbose=verbose,
+                shuffle=False,  # each epoch's data arrive shuffled by the pipeline
+            )
+            raw_keeper.restore(model)
     return TrainResult(
         history=list(state["history"]), best=state["best"], state=state,
         resumed_from=resumed_from,

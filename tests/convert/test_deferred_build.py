@@ -1,6 +1,6 @@
 """`from_timm` builds without running initializers (issue 13 section 2, memory).
 
-The model is built with Keras' deferred initialisation (`_perf.deferred_variables`): no initial
+The model is built with deferred initialisation (`_keras_internals.deferred_variables`): no initial
 value is computed, and every variable is initialised straight from its checkpoint array. Held
 against the old path (`models.create` runs every initializer, then the arrays are assigned):
 exactly the same outputs and weights, no variable keeping an initializer's value, the caller's
@@ -16,7 +16,7 @@ from keras import ops
 from test_timm_vit_cait import CASES as PARITY_CASES
 from timm_oracle import build_timm, random_images, timm_state_dict
 
-from keras_spectralkd import _perf
+from keras_spectralkd import _keras_internals, _low_precision
 from keras_spectralkd.convert import ConversionError, from_timm, timm_name_map
 from keras_spectralkd.convert.weight_map import WeightMap, converter_for
 from keras_spectralkd.models import registry
@@ -58,7 +58,7 @@ def uninitialized_keras_variables():
 
 def test_keras_private_api_is_there():
     """The deferred build needs it; without it every build silently pays the initializers."""
-    assert _perf._keras_deferred_initialization() is not None
+    assert _keras_internals._keras_deferred_initialization() is not None
 
 
 def test_deferred_build_gives_the_same_model_as_the_old_path(case):
@@ -80,7 +80,7 @@ def test_every_variable_holds_its_checkpoint_array(case):
     """Each variable is its timm tensor (transposed where torch's layout differs), so no
     initializer's value is left anywhere, and no initializer ran."""
     name, ours, _, state = case
-    with _perf.deferred_variables() as deferred:
+    with _keras_internals.deferred_variables() as deferred:
         probe = registry.create(name, num_classes=5, **ours)
     assert len(deferred.variables) == len(probe.weights)  # all created without values
     assert all(w._value is None for w in probe.weights)  # noqa: SLF001 - nothing computed
@@ -132,8 +132,8 @@ def test_strict_errors_are_unchanged_and_leave_nothing_behind(case):
 def test_without_the_private_api_the_plain_path_gives_the_same_model(case, monkeypatch):
     name, ours, size, state = case
     expected = ops.convert_to_numpy(from_timm(name, state, **ours)(random_images(2, size)))
-    monkeypatch.setattr(_perf, "_keras_deferred_initialization", lambda: None)
-    with _perf.deferred_variables() as deferred:
+    monkeypatch.setattr(_keras_internals, "_keras_deferred_initialization", lambda: None)
+    with _keras_internals.deferred_variables() as deferred:
         model = registry.create(name, num_classes=5, **ours)
     assert deferred.variables == {}  # built the ordinary way
     model = from_timm(name, state, **ours)
@@ -142,27 +142,27 @@ def test_without_the_private_api_the_plain_path_gives_the_same_model(case, monke
 
 def test_inside_a_stateless_scope_it_builds_the_ordinary_way():
     with keras.StatelessScope():
-        with _perf.deferred_variables() as deferred:
+        with _keras_internals.deferred_variables() as deferred:
             pass
     assert deferred.variables == {}
 
 
 def test_variables_not_given_a_value_get_their_own_initial_value():
-    with _perf.deferred_variables() as deferred:
+    with _keras_internals.deferred_variables() as deferred:
         layer = keras.layers.Dense(3, bias_initializer="ones")
         layer.build((None, 2))
-    _perf.give_values(deferred, [(layer.kernel, np.full((2, 3), 2.0, "float32"))])
+    _keras_internals.give_values(deferred, [(layer.kernel, np.full((2, 3), 2.0, "float32"))])
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.kernel.value), np.full((2, 3), 2.0))
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.bias.value), np.ones(3))
     assert uninitialized_keras_variables() == []
 
 
 def test_low_precision_copy_holds_the_cast_weights_and_shares_nothing():
-    """`Distiller(teacher_dtype=...)`'s copy (`_perf.in_dtype`) is built without initial values
-    too: each weight is the teacher's, cast, and the two models share no storage."""
+    """`Distiller(teacher_dtype=...)`'s copy (`_low_precision.in_dtype`) is built without initial
+    values too: each weight is the teacher's, cast, and the two models share no storage."""
     name, ours, _ = CASES["cait"]
     teacher = registry.create(name, num_classes=5, **ours)
-    copy = _perf.in_dtype(teacher, "bfloat16")
+    copy = _low_precision.in_dtype(teacher, "bfloat16")
     assert uninitialized_keras_variables() == []
     for source, target in zip(teacher.weights, copy.weights):
         assert target.dtype == "bfloat16"
