@@ -1,22 +1,48 @@
 """keras_spectralkd: spectral analysis and SpectralKD distillation of vision transformers.
 
-The public API, re-exported; see README.md and SPEC.md for what each piece computes.
+The public API: `import keras_spectralkd as ks`, then `ks.models.create(...)`,
+`ks.convert.from_timm(...)`, `ks.Distiller`, `ks.SpectralDistillation`, `ks.analysis`,
+`ks.callbacks.SpectralTensorBoard`, `ks.data`, `ks.training` and the spectral functions. Each
+is imported on first use (PEP 562), so importing the package imports neither Keras nor a
+backend, and changes nothing in the process. See README.md for what each piece computes;
+"SPEC.md N" in docstrings refers to section N of keras_spectralkd/SPEC.md, shipped with the
+package.
 """
 
-from keras_spectralkd import _startup
-
-# Keras may import TensorFlow: without its C++ start-up lines on the console (see _startup).
-_startup.quiet_import("keras")
-
-from keras_spectralkd.spectral import (  # noqa: E402
-    channel_spectrum,
-    frequency_intensity,
-    pool_channels,
-    rfft2,
-    spectral_alignment_loss,
-    spectral_pair_loss,
-)
-from keras_spectralkd.distiller import Distiller  # noqa: E402
-from keras_spectralkd.distillation_loss import SpectralDistillation  # noqa: E402
+import importlib
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it (the module itself where the names are the same).
+_EXPORTS = {
+    "analysis": "keras_spectralkd.analysis",
+    "callbacks": "keras_spectralkd.callbacks",
+    "convert": "keras_spectralkd.convert",
+    "data": "keras_spectralkd.data",
+    "models": "keras_spectralkd.models",
+    "spectral": "keras_spectralkd.spectral",
+    "training": "keras_spectralkd.training",
+    "Distiller": "keras_spectralkd.distiller",
+    "SpectralDistillation": "keras_spectralkd.distillation_loss",
+    "channel_spectrum": "keras_spectralkd.spectral",
+    "frequency_intensity": "keras_spectralkd.spectral",
+    "pool_channels": "keras_spectralkd.spectral",
+    "rfft2": "keras_spectralkd.spectral",
+    "spectral_alignment_loss": "keras_spectralkd.spectral",
+    "spectral_pair_loss": "keras_spectralkd.spectral",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if _EXPORTS[name] == f"{__name__}.{name}" else getattr(module, name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

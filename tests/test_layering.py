@@ -9,15 +9,20 @@ when that is a module, else on `keras_spectralkd.x`. The implicit execution of p
 Layers, bottom to top. A module may import its own part of the package (acyclically) and any part
 in a lower layer; parts in the same layer are independent and may not import each other:
 
-0. `spectral` (the loss math), `models` (backbones), `data` (input pipelines): the three sources
-   that data flows out of (data -> model -> loss), each needing nothing else of ours.
-1. `convert` (timm weights into models), `distiller` (models + spectral loss), `analysis`
-   (reads backbones' maps), `training` (schedules, optimizer, EMA, checkpoints, the fit loop:
-   generic Keras utilities; they may know about models, never about a particular application).
-2. `callbacks`: the spectral TensorBoard panels, built on the analysis and the loss.
-3. the package's `__init__`: the public API, re-exporting from the layers below.
-4. `recipes`: the application (the runner and the paper's recipe table), using everything.
-5. `tools`: command-line tools, which may run recipes.
+0. `_startup` (quiet imports of Keras / TensorFlow) and `_keras_internals` (Keras' private API
+   behind a version gate): helpers that know nothing of ours.
+1. `spectral` (the loss math), `models` (backbones, and loading their weights: `models.create`
+   and its timm conversion, `models/timm/`), `data` (input pipelines): the three sources that
+   data flows out of (data -> model -> loss), each needing nothing else of ours above layer 0;
+   beside them `_low_precision` (a model's bfloat16/float16 copy, for the Distiller's teacher).
+2. `convert` (the public name of the timm conversion in `models`), `distiller` (models +
+   spectral loss), `analysis` (reads backbones' maps), `training` (schedules, optimizer, EMA,
+   checkpoints, the fit loop: generic Keras utilities; they may know about models, never about
+   a particular application).
+3. `callbacks`: the spectral TensorBoard panels, built on the analysis and the loss.
+4. the package's `__init__`: the public API, resolving names from the layers below on first use.
+5. `recipes`: the application (the runner and the paper's recipe table), using everything.
+6. `tools`: command-line tools, which may run recipes.
 
 A new part of the package must be placed here before its first import is accepted.
 """

@@ -1,6 +1,7 @@
-"""Model names (timm's) -> constructors: `create("cait_s24_224")`.
+"""Model names (timm's) -> constructors: `create("cait_s24_224")` builds one with random weights.
 
 Each family module registers its presets with `register(name, cls, **defaults)` at import time.
+`keras_spectralkd.models.create` (loader.py) builds through this and loads weights too.
 """
 
 _REGISTRY = {}
@@ -21,6 +22,11 @@ def list_models():
 def model_family(name):
     """`"vit"`, `"cait"` or `"swin"` for a registered name."""
     return _lookup(name)[1]
+
+
+def model_class(name):
+    """The backbone class that builds `name` (e.g. `CaiT` for "cait_s24_224")."""
+    return _lookup(name)[0]
 
 
 def model_defaults(name):

@@ -57,12 +57,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 # === Models ===
 def load_backbone(name, weights=None, model_kwargs=None, num_classes=None, image_size=None):
-    """Builds model `name` with `weights` (see --weights); random weights with a loud warning."""
+    """Model `name` with `weights` (see --weights; `models.create`); random weights with a loud
+    warning. `num_classes` None: the weights' head size (1000 for random weights)."""
     from keras_spectralkd import models
 
-    kwargs = dict(model_kwargs or {})
-    if image_size is not None:
-        kwargs["image_size"] = image_size
     if weights is None:
         banner = "!" * 78
         _warn(
@@ -70,33 +68,10 @@ def load_backbone(name, weights=None, model_kwargs=None, num_classes=None, image
             "describe an\n!!! untrained network, not the paper's analysis. Pass --weights for "
             f"that.\n{banner}"
         )
-        return models.create(
-            name, num_classes=1000 if num_classes is None else num_classes, **kwargs
-        )
-    path = os.path.expanduser(weights)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--weights file {path!r} does not exist.")
-    if path.endswith(".keras"):
-        import keras
-
-        model = keras.saving.load_model(path, compile=False)
-        if not hasattr(model, "forward_intermediates"):
-            raise ValueError(
-                f"{path!r} holds a {type(model).__name__} without `forward_intermediates`; "
-                "expected a keras_spectralkd backbone."
-            )
-        return model
-    if path.endswith(".weights.h5"):
-        model = models.create(
-            name, num_classes=1000 if num_classes is None else num_classes, **kwargs
-        )
-        model.load_weights(path)
-        return model
-    from keras_spectralkd.convert.timm import from_timm
-
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    return from_timm(name, path, **kwargs)
+    return models.create(
+        name, weights, num_classes="auto" if num_classes is None else num_classes,
+        image_size=image_size, **(model_kwargs or {}),
+    )
 
 
 def model_image_size(model):
@@ -324,7 +299,8 @@ def build_parser():
     add = parser.add_argument
     add("--model", required=True, help="Registered model name (timm's), e.g. cait_s24_224.")
     add("--weights", default=None,
-        help="A .keras model, a .weights.h5 file, or a timm checkpoint (.safetensors/.pth/.bin). "
+        help="A .keras model, a .weights.h5 file, a timm checkpoint (.safetensors/.pth/.bin), or "
+             "'timm' (timm's pretrained weights for --model, which may carry timm's tag). "
              "Without it the weights are RANDOM.")
     add("--model_kwargs", type=cli.json_object, default=None,
         help='JSON constructor overrides, e.g. \'{"depth": 4}\'.')
@@ -333,7 +309,7 @@ def build_parser():
     add("--student_kwargs", type=cli.json_object, default=None,
         help="JSON constructor overrides of --student.")
     add("--num_classes", type=int, default=None,
-        help="Head size for random or .weights.h5 models (default 1000; timm checkpoints set it).")
+        help="Head size; it must match the weights' (default: theirs; 1000 for random weights).")
     add("--data", default="fashion_mnist",
         help="fashion_mnist, an image folder, or a TFDS dataset name.")
     add("--data_dir", default=None, help="TFDS data_dir (for a TFDS --data).")

@@ -18,7 +18,7 @@ from timm_oracle import build_timm, random_images, timm_state_dict
 
 from keras_spectralkd import _keras_internals, _low_precision
 from keras_spectralkd.convert import ConversionError, from_timm, timm_name_map
-from keras_spectralkd.convert.weight_map import WeightMap, converter_for
+from keras_spectralkd.models.timm.weight_map import WeightMap, converter_for
 from keras_spectralkd.models import registry
 
 pytest.importorskip("timm")

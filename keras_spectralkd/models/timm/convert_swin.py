@@ -20,7 +20,7 @@ are renamed to timm's layout first, as timm's own `checkpoint_filter_fn` does.
 
 import re
 
-from keras_spectralkd.convert.weight_map import (
+from keras_spectralkd.models.timm.weight_map import (
     copy_block,
     copy_dense,
     copy_layer_norm,

@@ -1,13 +1,13 @@
 """timm checkpoints -> our models: `from_timm(name, state_dict)`.
 
-Builds the registered model and fills it through the family converter that
-`keras_spectralkd.convert` registered for it (`weight_map.converter_for`); the loading, the
-strict bookkeeping and the copy helpers live in `weight_map.py`, each family's name map in
-`timm_vit.py`, `timm_cait.py`, `timm_swin.py`.
+Builds the registered model and fills it through the family converter that this folder's
+`__init__.py` registered for it (`weight_map.converter_for`); the loading, the strict
+bookkeeping and the copy helpers live in `weight_map.py`, each family's name map in
+`convert_vit.py`, `convert_cait.py`, `convert_swin.py`.
 """
 
 from keras_spectralkd import _keras_internals
-from keras_spectralkd.convert.weight_map import (
+from keras_spectralkd.models.timm.weight_map import (
     ConversionError,
     WeightMap,
     checkpoint_family,
@@ -15,7 +15,7 @@ from keras_spectralkd.convert.weight_map import (
     infer_num_classes,
     load_state_dict,
 )
-from keras_spectralkd.convert import pretrained
+from keras_spectralkd.models.timm import pretrained
 from keras_spectralkd.models import registry
 
 
@@ -40,7 +40,7 @@ def from_timm(name, state_dict=None, model=None, **create_kwargs):
         state_dict: dict of timm parameter names -> arrays (numpy or torch), or a path to a
             `.safetensors`, `.pth` or `.bin` file. None: timm's pretrained weights for `name`
             (from timm's cache, downloaded if the host answers; offline it fails at once with
-            `convert.pretrained.PretrainedWeightsUnavailable` naming the file to fetch).
+            `pretrained.PretrainedWeightsUnavailable` naming the file to fetch).
         model: an already built model to fill instead of creating one.
         **create_kwargs: forwarded to `models.create` (e.g. `dtype`, `image_size`, overrides);
             `num_classes` defaults to the checkpoint's head size.

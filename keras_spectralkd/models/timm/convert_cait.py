@@ -1,6 +1,6 @@
 """timm `Cait` state dicts -> `models.cait.CaiT` weights.
 
-timm name -> our variable (torch Linear weights transposed, see `timm_vit` for the shared parts):
+timm name -> our variable (torch Linear weights transposed, `convert_vit` has the shared parts):
 
     cls_token, pos_embed (1,N,C), patch_embed.proj.*     as in ViT (pos table on patches only)
     blocks.{i}.norm{1,2}.*                               blocks_{i}.norm{1,2}.{gamma,beta}
@@ -12,8 +12,8 @@ timm name -> our variable (torch Linear weights transposed, see `timm_vit` for t
     norm.*, head.*                                       norm, head
 """
 
-from keras_spectralkd.convert.timm_vit import copy_stem
-from keras_spectralkd.convert.weight_map import copy_block, copy_norm_and_head
+from keras_spectralkd.models.timm.convert_vit import copy_stem
+from keras_spectralkd.models.timm.weight_map import copy_block, copy_norm_and_head
 
 TALKING_HEADS_ATTENTION = ("qkv", "proj", "proj_l", "proj_w")
 CLASS_ATTENTION = ("q", "k", "v", "proj")

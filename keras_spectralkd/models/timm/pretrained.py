@@ -5,7 +5,7 @@ timm's default tag). This module asks timm where a name's weights live (its `pre
 a Hugging Face Hub repository, or a URL for older entries), looks in timm's own caches (the
 Hugging Face cache, `HF_HUB_CACHE`, or torch hub's `checkpoints/` folder), downloads there only
 when the host answers, and lets timm itself load the file, so timm's checkpoint filters apply
-exactly as for a timm user. The result is a state dict for `convert.timm.from_timm`.
+exactly as for a timm user. The result is a state dict for `convert.from_timm`.
 
 Offline, `huggingface_hub` retries for about 25 s before giving up; we test the host first (a
 3 s TCP connect, or `HF_HUB_OFFLINE=1`) and fail at once with `PretrainedWeightsUnavailable`,

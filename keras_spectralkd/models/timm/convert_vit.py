@@ -12,7 +12,7 @@ timm name -> our variable (torch layouts are transposed by `linear_kernel` / `co
     head.{weight,bias}                 head.{kernel,bias} (absent when num_classes is 0)
 """
 
-from keras_spectralkd.convert.weight_map import copy_block, copy_norm_and_head, copy_patch_embed
+from keras_spectralkd.models.timm.weight_map import copy_block, copy_norm_and_head, copy_patch_embed
 
 VIT_ATTENTION = ("qkv", "proj")
 

@@ -1,8 +1,8 @@
 """The machinery every timm converter uses: loading, strict assignment, torch -> Keras layouts.
 
-Imports nothing of `keras_spectralkd.convert`; the family converters (`timm_vit`, `timm_cait`,
-`timm_swin`) stand on it, `convert/__init__.py` registers them with `register_converter`, and
-`timm.from_timm` looks them up with `converter_for`.
+Imports nothing else of this folder; the family converters (`convert_vit`, `convert_cait`,
+`convert_swin`) stand on it, the folder's `__init__.py` registers them with `register_converter`,
+and `convert.from_timm` looks them up with `converter_for`.
 
 Conversion is strict: every source tensor must be used, every Keras weight set, every shape must
 match; a `ConversionError` lists everything that is wrong at once.
@@ -13,6 +13,10 @@ import os
 import numpy as np
 
 from keras_spectralkd import _keras_internals
+
+
+# The files `load_state_dict` reads (timm's and the reference code's formats).
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar")
 
 
 class ConversionError(ValueError):
@@ -33,8 +37,9 @@ def conv_kernel(weight):
 def load_state_dict(source):
     """A dict of numpy arrays from a dict (numpy or torch tensors) or a checkpoint path.
 
-    Paths: `.safetensors` (needs `safetensors`), `.pth`/`.pt`/`.bin` (needs torch). A checkpoint
-    that wraps its weights (`{"model": ...}`, `{"state_dict": ...}`, EMA variants) is unwrapped.
+    Paths: `.safetensors` (needs `safetensors`), `.pth`/`.pt`/`.bin`/`.pth.tar` (needs torch). A
+    checkpoint that wraps its weights (`{"model": ...}`, `{"state_dict": ...}`, EMA variants) is
+    unwrapped.
     """
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -47,8 +52,8 @@ def load_state_dict(source):
                 raise ImportError(
                     f"Reading {path!r} needs `safetensors` (pip install safetensors)."
                 ) from error
-            source = _read_checkpoint(path, load_file)
-        elif path.endswith((".pth", ".pt", ".bin", ".pth.tar")):
+            source = read_checkpoint(path, load_file)
+        elif path.endswith(CHECKPOINT_SUFFIXES):
             try:
                 import torch
             except ImportError as error:  # pragma: no cover - depends on the environment
@@ -56,12 +61,12 @@ def load_state_dict(source):
                     f"Reading {path!r} needs PyTorch; convert it to .safetensors elsewhere or "
                     "install torch."
                 ) from error
-            source = _read_checkpoint(
+            source = read_checkpoint(
                 path, lambda p: torch.load(p, map_location="cpu", weights_only=True)
             )
         else:
             raise ValueError(
-                f"Unsupported checkpoint file {path!r}; expected .safetensors, .pth, .pt or .bin."
+                f"Unsupported checkpoint file {path!r}; expected {', '.join(CHECKPOINT_SUFFIXES)}."
             )
     if not isinstance(source, dict):
         raise TypeError(f"Expected a state dict or a path; got {type(source).__name__}.")
@@ -79,16 +84,17 @@ def load_state_dict(source):
     return state
 
 
-def _read_checkpoint(path, read):
-    """`read(path)`, with a truncated or corrupt file reported as one clear ValueError."""
+def read_checkpoint(path, read, what="Checkpoint"):
+    """`read(path)`, with a truncated or corrupt file reported as one clear ValueError that
+    calls the file `what` (`models.create` reads Keras' files through it too)."""
     try:
         return read(path)
-    except (OSError, MemoryError):
+    except (MemoryError, PermissionError, IsADirectoryError):
         raise
-    except Exception as error:  # noqa: BLE001 - safetensors/torch/pickle raise many types
+    except Exception as error:  # noqa: BLE001 - safetensors/torch/pickle/h5py raise many types
         detail = " ".join(str(error).split())[:200]
         raise ValueError(
-            f"Checkpoint {path!r} ({os.path.getsize(path)} bytes) cannot be read: it is "
+            f"{what} {path!r} ({os.path.getsize(path)} bytes) cannot be read: it is "
             f"truncated or corrupt ({type(error).__name__}: {detail}); download or save it "
             "again."
         ) from None
