@@ -11,7 +11,8 @@ spectral term offers `forward_intermediates(images, indices, training) -> (logit
 (B, h, w, C) maps in the order of `indices`, and preferably `feature_info` (a list of dicts with
 `num_chs` and `grid`), which lets the Distiller check the layer pairs when it is built instead of
 failing inside a step. For modes `"none"`, `"soft"` and `"hard"` without layer pairs any
-classifier that maps images to logits works.
+classifier that maps images to logits works; `"soft"` and `"hard"` compare the two models'
+logits class by class, so their heads must have the same number of classes.
 """
 
 import math
@@ -181,6 +182,12 @@ def _num_classes(model):
     return None
 
 
+def _last_dim(logits):
+    """The static size of the last axis of `logits` (a tensor), else None."""
+    shape = getattr(logits, "shape", None)
+    return shape[-1] if shape else None
+
+
 def _input_shape(model):
     """The model's image shape (H, W, C) when it declares one, else None."""
     inputs = getattr(model, "inputs", None)
@@ -195,8 +202,8 @@ class Distiller(keras.Model):
 
     Args:
         teacher: the teacher model (frozen here, run in inference mode, no gradient). May be None
-            only for `mode="none"`.
-        student: the student model; the only trainable part.
+            only for `mode="none"`. For `"soft"` and `"hard"` its head has the student's classes.
+        student: the student model (another object than the teacher); the only trainable part.
         layer_pairs: `[(student_unit, teacher_unit), ...]` (0-based, both increasing), the maps
             aligned by the spectral loss; None or [] for no spectral term. SPEC.md 4 lists the
             paper's pairs; `keras_spectralkd.analysis.select_layer_pairs` derives them.
@@ -353,8 +360,10 @@ class Distiller(keras.Model):
             if model is not None and not model.built:
                 outputs[role] = model(images)
         if self.mode in ("soft", "hard"):
-            classes = {role: outputs[role].shape[-1] if role in outputs else _num_classes(model)
-                       for role, model in (("teacher", self.teacher), ("student", self.student))}
+            classes = {
+                role: _last_dim(outputs[role]) if role in outputs else _num_classes(model)
+                for role, model in (("teacher", self.teacher), ("student", self.student))
+            }
             self._check_class_counts(classes["teacher"], classes["student"])
         self.built = True
 
@@ -392,7 +401,7 @@ class Distiller(keras.Model):
     def _check_logits(self, teacher_logits, student_logits):
         """The class-count check for models whose heads were unknown at construction (not built,
         no output shape), on the static shapes of the first step's logits."""
-        self._check_class_counts(teacher_logits.shape[-1], student_logits.shape[-1])
+        self._check_class_counts(_last_dim(teacher_logits), _last_dim(student_logits))
 
     def _check_images(self, images):
         """Images whose static (H, W, C) contradicts a model's input: a clear error now instead
