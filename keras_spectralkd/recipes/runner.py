@@ -19,7 +19,6 @@ data, the Distiller, analysis and training); only the command-line tools import 
 """
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -29,16 +28,13 @@ import keras
 from keras_spectralkd import data as data_lib
 from keras_spectralkd import models
 from keras_spectralkd.callbacks import SpectralTensorBoard
-from keras_spectralkd.convert import from_timm, pretrained
+from keras_spectralkd.convert import pretrained
 from keras_spectralkd.distiller import Distiller
 from keras_spectralkd.recipes.config import Recipe, RunConfig
 from keras_spectralkd.training import checkpoint as checkpoint_lib
 from keras_spectralkd.training import distribute, loop, optimizer as optim
 from keras_spectralkd.training import ema as ema_lib
 from keras_spectralkd.training import schedules
-
-TIMM_CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar")
-
 
 def timm_weights_hint(timm_tag, filename):
     """How to obtain a timm teacher's weights offline (a recipe's `teacher_source`)."""
@@ -73,12 +69,13 @@ def tiny_preset(student_overrides, teacher_overrides, layer_pairs, **changes):
 
 # === Teacher ===
 def load_teacher(recipe, config, num_classes):
-    """The teacher, from `config.teacher_weights`: .keras, .weights.h5, a timm checkpoint, or a
-    timm name with an optional tag (timm's pretrained weights, `convert.pretrained`).
+    """The teacher, from `config.teacher_weights` through the one model loader
+    (`models.create(name, weights)`): a .keras or .weights.h5 file, a timm checkpoint, or a timm
+    name with an optional tag (timm's pretrained weights).
 
     Raises:
         FileNotFoundError: no weights given or the file is missing, saying how to get them.
-        ValueError: the teacher's head does not fit the dataset.
+        ValueError: the weights are not the teacher's, or its head does not fit the dataset.
     """
     path = config.teacher_weights
     if not path:
@@ -86,34 +83,19 @@ def load_teacher(recipe, config, num_classes):
             f"mode={config.mode!r} needs a trained teacher ({config.teacher}), but no "
             f"teacher_weights was given. {recipe.teacher_source}"
         )
-    timm_name = pretrained.is_timm_pretrained_name(path)  # e.g. "cait_s24_224.fb_dist_in1k"
-    if not timm_name and not os.path.exists(path):
-        raise FileNotFoundError(
-            f"Teacher weights {path!r} do not exist. {recipe.teacher_source}"
-        )
-    create_kwargs = dict(config.teacher_overrides)
-    if timm_name:  # timm's pretrained weights, from timm's cache (downloaded if online)
+    if pretrained.is_timm_pretrained_name(path):  # e.g. "cait_s24_224.fb_dist_in1k"
         if pretrained.split_name(path)[0] != config.teacher:
             raise ValueError(
                 f"teacher_weights={path!r} names timm weights of another model than the "
                 f"teacher {config.teacher!r}."
             )
-        teacher = from_timm(path, image_size=config.image_size, **create_kwargs)
-    elif path.endswith(".keras"):
-        teacher = keras.saving.load_model(path, compile=False)
-    elif path.endswith(".weights.h5"):
-        teacher = models.create(
-            config.teacher, num_classes=num_classes, image_size=config.image_size,
-            **create_kwargs,
-        )
-        teacher.load_weights(path)
-    elif path.endswith(TIMM_CHECKPOINT_SUFFIXES):
-        teacher = from_timm(config.teacher, path, image_size=config.image_size, **create_kwargs)
+        name, weights = path, "timm"
+    elif not os.path.exists(path):
+        raise FileNotFoundError(f"Teacher weights {path!r} do not exist. {recipe.teacher_source}")
     else:
-        raise ValueError(
-            f"Unsupported teacher weights file {path!r}; expected .keras, .weights.h5 or a timm "
-            f"checkpoint ({', '.join(TIMM_CHECKPOINT_SUFFIXES)})."
-        )
+        name, weights = config.teacher, path
+    teacher = models.create(name, weights, image_size=config.image_size,
+                            **config.teacher_overrides)
     classes = teacher.output_shape[-1]
     if classes != num_classes:
         raise ValueError(
