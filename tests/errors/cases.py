@@ -542,6 +542,41 @@ def _(tmp_path, capsys):
     return raised(distribute.Distribution("multi_worker_mirrored", 2).check_batch_size, 7)
 
 
+@case("R6")
+def _(tmp_path, capsys):
+    return tool_run("train", ["--recipe=deit_tiny", "--preset=tiny", "--set", "batch_size=0"],
+                    capsys)
+
+
+@case("R7")
+def _(tmp_path, capsys):
+    return tool_run("train", ["--recipe=deit_tiny", "--set", "colour=red"], capsys)
+
+
+@case("R8")
+def _(tmp_path, capsys):
+    return tool_run("train", ["--recipe=deit_tiny", "--mode=fft", "--layer_pairs="], capsys)
+
+
+@case("R9")
+def _(tmp_path, capsys):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(HERE)), "recipes", "demo.py")
+    spec = importlib.util.spec_from_file_location("recipe_demo", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    (tmp_path / "a_file").write_text("not a folder")
+    capsys.readouterr()
+    status = demo.main([f"--output_dir={tmp_path / 'a_file' / 'demo'}", "--quick"])
+    return f"exit {status}: {capsys.readouterr().err.strip()}"
+
+
+@case("R10")
+def _(tmp_path, capsys):
+    return tool_run("study", ["--arm", 'w={"spectral_weight": -1}'], capsys)
+
+
 @case("R4")
 def _(tmp_path, capsys):
     from keras_spectralkd.training import loop
