@@ -279,6 +279,11 @@ def test_multi_worker_fixes_are_scoped_to_one_model_and_the_block(monkeypatch):
             own_reduce(logs, tf.distribute.get_strategy(), "auto")
         history = model.fit(_tiny_data(), epochs=1, verbose=0, shuffle=False)  # from the spec
         assert np.isfinite(history.history["loss"][-1])
+        inner = vars(model)["_maybe_symbolic_build"]
+        with distribute.keras_multi_worker_fixes(model):  # nested: the outer block's come back
+            assert vars(model)["_maybe_symbolic_build"] is not inner
+        assert vars(model)["_maybe_symbolic_build"] is inner
+        assert tf_trainer.reduce_per_replica is not own_reduce
     assert "_maybe_symbolic_build" not in vars(model)
     assert tf_trainer.reduce_per_replica is own_reduce
 

@@ -308,14 +308,19 @@ def keras_multi_worker_fixes(model):
             )
         return original_reduce(values, strategy, reduction)
 
-    # object.__setattr__: a plain attribute, out of Keras' tracking of the model's state.
+    # object.__setattr__: a plain attribute, out of Keras' tracking of the model's state; what
+    # was there before (an enclosing block's) comes back after.
+    earlier_build = vars(model).get("_maybe_symbolic_build")
     object.__setattr__(model, "_maybe_symbolic_build", build_from_spec)
     tf_trainer.reduce_per_replica = reduce_per_replica
     try:
         yield
     finally:
         tf_trainer.reduce_per_replica = original_reduce
-        object.__delattr__(model, "_maybe_symbolic_build")
+        if earlier_build is None:
+            object.__delattr__(model, "_maybe_symbolic_build")
+        else:
+            object.__setattr__(model, "_maybe_symbolic_build", earlier_build)
 
 
 def _multi_worker(model):
