@@ -156,7 +156,8 @@ class Backbone(ReleasingGraph, keras.Model):
     block/stage outputs, e.g. (B, 1 + N, C) tokens for ViT) and `feature_info` describes the maps.
     They override `unit_to_map(raw, index)` to turn a raw unit output into a (B, h, w, C) map
     and keep their constructor arguments with `self.store_arguments(locals())`, which
-    `get_config` returns (`from_config` calls `cls(**config)`, which rebuilds the graph: keras-hub's pattern).
+    `get_config` returns (`from_config` calls `cls(**config)`, which rebuilds the graph:
+    keras-hub's pattern).
     """
 
     def __init__(self, inputs, outputs, unit_outputs=(), feature_info=(), **kwargs):
@@ -212,8 +213,7 @@ class Backbone(ReleasingGraph, keras.Model):
             return self(images, training=training), []
         units = tuple(sorted(set(wanted)))
         # One feature model per set of units, whose outputs are the logits and those units
-        # only: an eager backend (torch) then keeps no other unit's output alive to return it
-        # (24 of them for CaiT-S24, 9 MB each at batch 32).
+        # only: an eager backend (torch) then keeps no other unit's output alive to return it.
         model = self._feature_models.get(units)
         if model is None:
             inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
@@ -271,7 +271,7 @@ class Backbone(ReleasingGraph, keras.Model):
 def _serialize_policy(policy):
     """`keras.dtype_policies.serialize(policy)`, written out for a plain `DTypePolicy` (the same
     dict): Keras' serializer imports TensorFlow on its first call, whatever the backend (to
-    recognise `tf.TensorShape`s), ~500 MB of memory under JAX or torch for nothing here (e.g.
+    recognise `tf.TensorShape`s), a large import under JAX or torch for nothing here (e.g.
     `Distiller(teacher_dtype=...)` reads the teacher's config)."""
     if type(policy) is keras.DTypePolicy:
         return {"module": "keras", "class_name": "DTypePolicy", "config": policy.get_config(),

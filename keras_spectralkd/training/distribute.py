@@ -222,12 +222,11 @@ class _EvenSplitDataParallel(keras.distribution.DataParallel):
     Keras' own split (`DataParallel.distribute_tf_dataset`) rebatches to the per-process size and
     deals the pieces out round-robin: a partial last batch (evaluation sets keep theirs) then
     gives the processes pieces of different sizes, so each one evaluates a different batch and
-    the chief's `val_*` numbers cover only its own piece (found by
-    tests/training/test_multiprocess.py: chief 0.25, worker 0.5, one process 0.333). Here every
-    global batch is cut to a multiple of the device count (only a partial last batch can lose
-    rows: fewer than the device count, reported by `Distribution.evaluation_images_left_out`)
-    and process p takes the p-th equal slice, so the global array the step sees is the global
-    batch itself, on one process or many.
+    the chief's `val_*` numbers cover only its own piece (tests/training/test_multiprocess.py
+    compares them with one process's). Here every global batch is cut to a multiple of the
+    device count (only a partial last batch can lose rows: fewer than the device count, reported
+    by `Distribution.evaluation_images_left_out`) and process p takes the p-th equal slice, so
+    the global array the step sees is the global batch itself, on one process or many.
     """
 
     def distribute_dataset(self, dataset):
