@@ -24,6 +24,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+if __name__ == "__main__":  # a command line: TensorFlow's start-up lines kept off the console
+    from keras_spectralkd import _startup
+
+    _startup.quiet_console()
+
 from keras_spectralkd.recipes import RECIPES  # noqa: E402
 from keras_spectralkd.tools import train  # noqa: E402
 
