@@ -75,11 +75,8 @@ class SpectralTensorBoard(keras.callbacks.Callback):
                 "`probe_images` must be a non-empty (B, H, W, C) batch of images; got shape "
                 f"{probe.shape}."
             )
-        if (
-            isinstance(every_n_epochs, bool)
-            or int(every_n_epochs) != every_n_epochs
-            or (every_n_epochs < 1)
-        ):
+        whole = not isinstance(every_n_epochs, bool) and int(every_n_epochs) == every_n_epochs
+        if not whole or every_n_epochs < 1:
             raise ValueError(f"`every_n_epochs` must be an int >= 1; got {every_n_epochs!r}.")
         self.log_dir = os.fspath(log_dir)
         self.probe_images = probe
@@ -124,12 +121,11 @@ class SpectralTensorBoard(keras.callbacks.Callback):
             # A Distiller without teacher (mode "none"), or a plain backbone: profile it alone.
             role, backbone = ("student", student) if student is not None else ("model", model)
             maps, _ = self._student_probe(backbone, ())(self.probe_images, [])
-            profile = profile_maps(
-                [to_float_array(m) for m in maps], name=_label(backbone, role), entropy=False
-            )
+            label = _label(backbone, role)
+            profile = profile_maps(maps, name=label, entropy=False)
             scalars = _intensity_scalars(role, profile)
             intensity = self._intensity_image(
-                [profile], [_label(backbone, role)], (), f"Frequency intensity, epoch {step + 1}"
+                [profile], [label], (), f"Frequency intensity, epoch {step + 1}"
             )
         else:
             raise ValueError(
@@ -157,7 +153,6 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         student_maps, pair_outputs = self._student_probe(student, pairs)(
             self.probe_images, [teacher_maps[teacher_unit] for _, teacher_unit in pairs]
         )
-        student_maps = [to_float_array(m) for m in student_maps]
         student_profile = profile_maps(
             student_maps, name=_label(student, "student"), entropy=False
         )
@@ -212,9 +207,8 @@ class SpectralTensorBoard(keras.callbacks.Callback):
             forward = _compile_reading(forward, model)
         with no_grad():
             maps = forward(self.probe_images)
-        maps = [to_float_array(m) for m in maps]
-        profile = profile_maps(maps, name=_label(model, role), entropy=False)
-        return profile, maps
+        maps = [to_float_array(m) for m in maps]  # numpy: cached for every later log
+        return profile_maps(maps, name=_label(model, role), entropy=False), maps
 
     def _pooled_teacher(self, teacher_unit, channels):
         """L(pool(F_t)) and rfft2(pool(F_t)) as (real, imag) of the cached teacher's map of

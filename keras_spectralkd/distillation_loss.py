@@ -189,22 +189,19 @@ class SpectralDistillation(keras.distillation.DistillationLoss):
                 ) from None
             outputs[role] = tuple(layer.output.shape)
         if self.grid is None:
-            grids = {
-                _grid_from_feature_info(teacher, self.teacher_layer_name),
-                _grid_from_feature_info(student, self.student_layer_name),
-            } - {None}
+            teacher_grid = _grid_from_feature_info(teacher, self.teacher_layer_name)
+            student_grid = _grid_from_feature_info(student, self.student_layer_name)
+            grids = {teacher_grid, student_grid} - {None}
             if len(grids) > 1:
                 raise ValueError(
                     f"Spatial grids differ: teacher layer {self.teacher_layer_name!r} has grid "
-                    f"{_grid_from_feature_info(teacher, self.teacher_layer_name)}, student layer "
-                    f"{self.student_layer_name!r} has "
-                    f"{_grid_from_feature_info(student, self.student_layer_name)}; the spectral "
-                    "loss needs equal (H, W)."
+                    f"{teacher_grid}, student layer {self.student_layer_name!r} has "
+                    f"{student_grid}; the spectral loss needs equal (H, W)."
                 )
             self._resolved_grid = grids.pop() if grids else None
         spectral.check_pair_shapes(
-            self._map_shape(outputs["student"], self.student_prefix_tokens, "student"),
-            self._map_shape(outputs["teacher"], self.teacher_prefix_tokens, "teacher"),
+            self._map_shape(outputs["student"], "student"),
+            self._map_shape(outputs["teacher"], "teacher"),
             (self.student_layer_name, self.teacher_layer_name),
         )
 
@@ -223,7 +220,7 @@ class SpectralDistillation(keras.distillation.DistillationLoss):
         return spectral.spectral_pair_loss(student_map, teacher_map)
 
     # === Token sequences -> maps ===
-    def _map_shape(self, shape, prefix, role):
+    def _map_shape(self, shape, role):
         if len(shape) == 4:
             return shape
         grid = self._require_grid(shape, role)

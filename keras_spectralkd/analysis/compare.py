@@ -63,10 +63,10 @@ def aligned_curves(reference_depth, reference_values, other_depth, other_values)
     The curve with fewer points is linearly interpolated onto the relative depths of the other
     (equal counts: the reference's points). Relative depths must be increasing.
     """
-    reference_depth = np.asarray(reference_depth, dtype=np.float64)
-    other_depth = np.asarray(other_depth, dtype=np.float64)
-    reference_values = np.asarray(reference_values, dtype=np.float64)
-    other_values = np.asarray(other_values, dtype=np.float64)
+    reference_depth, reference_values, other_depth, other_values = (
+        np.asarray(v, dtype=np.float64)
+        for v in (reference_depth, reference_values, other_depth, other_values)
+    )
     for name, x in (("reference", reference_depth), ("other", other_depth)):
         if len(x) > 1 and np.any(np.diff(x) <= 0):
             raise ValueError(f"The {name} profile's relative depths are not increasing: {x}.")
@@ -86,14 +86,9 @@ def profile_correlation(reference, other, quantity="intensity"):
         raise ValueError(
             f"`quantity` must be 'intensity', 'entropy' or 'magnitude'; got {quantity!r}."
         )
-    reference_values = getattr(reference, quantity)
-    other_values = getattr(other, quantity)
-    if reference_values is None or other_values is None:
+    if getattr(reference, quantity) is None or getattr(other, quantity) is None:
         return float("nan")
-    _, a, b = aligned_curves(
-        reference.relative_depth, reference_values, other.relative_depth, other_values
-    )
-    return pearson(a, b)
+    return pearson(*_aligned_profiles(reference, other, quantity))
 
 
 def level_distance(reference, other):
@@ -103,10 +98,16 @@ def level_distance(reference, other):
     Unlike the correlation it sees the level, so it includes the 1/sqrt(C) width effect of
     SPEC.md 5: compare it across students of one width, not to zero.
     """
-    _, a, b = aligned_curves(
-        reference.relative_depth, reference.intensity, other.relative_depth, other.intensity
-    )
+    a, b = _aligned_profiles(reference, other, "intensity")
     return float(np.sqrt(np.mean((b - a) ** 2)))
+
+
+def _aligned_profiles(reference, other, quantity):
+    """Two profiles' `quantity` on `aligned_curves`' common depths: (reference, other)."""
+    return aligned_curves(
+        reference.relative_depth, getattr(reference, quantity),
+        other.relative_depth, getattr(other, quantity),
+    )[1:]
 
 
 def pearson(a, b):
@@ -135,10 +136,9 @@ def spectrum_distance(frequency_a, spectrum_a, frequency_b, spectrum_b, normaliz
     Returns:
         sqrt(mean over the narrower layer's bins of (a - b)^2), the wider spectrum interpolated.
     """
-    frequency_a = np.asarray(frequency_a, dtype=np.float64)
-    frequency_b = np.asarray(frequency_b, dtype=np.float64)
-    spectrum_a = np.asarray(spectrum_a, dtype=np.float64)
-    spectrum_b = np.asarray(spectrum_b, dtype=np.float64)
+    frequency_a, spectrum_a, frequency_b, spectrum_b = (
+        np.asarray(v, dtype=np.float64) for v in (frequency_a, spectrum_a, frequency_b, spectrum_b)
+    )
     if len(frequency_a) != len(spectrum_a) or len(frequency_b) != len(spectrum_b):
         raise ValueError(
             "Frequencies and spectra differ in length: "

@@ -142,16 +142,9 @@ class IntensityPlot:
                 color = MODEL_COLORS[index % len(MODEL_COLORS)]
                 marker = MODEL_MARKERS[index % len(MODEL_MARKERS)]
                 (line,) = axis.plot(
-                    profile.relative_depth,
-                    values,
-                    color=color,
-                    marker=marker,
-                    markersize=4,
-                    markerfacecolor="white",
-                    markeredgewidth=1.0,
-                    linewidth=1.4,
-                    label=f"{label}  ({len(profile)} units, {_widths(profile)})",
-                    zorder=3,
+                    profile.relative_depth, values, color=color, marker=marker, markersize=4,
+                    markerfacecolor="white", markeredgewidth=1.0, linewidth=1.4,
+                    label=f"{label}  ({len(profile)} units, {_widths(profile)})", zorder=3,
                 )
                 self._curves.append(line)
                 curves.append((profile, values, color, marker))
@@ -178,19 +171,10 @@ class IntensityPlot:
             axis.set_title(title or _INTENSITY_TITLE, y=1.0)
             handles, names = axis.get_legend_handles_labels()
             if layer_pairs:
-                handles.append(
-                    Line2D(
-                        [],
-                        [],
-                        color="0.45",
-                        linestyle="--",
-                        linewidth=0.8,
-                        marker="o",
-                        markerfacecolor="0.45",
-                        markeredgecolor="0.45",
-                        markersize=4,
-                    )
-                )
+                handles.append(Line2D(
+                    [], [], color="0.45", linestyle="--", linewidth=0.8, marker="o",
+                    markerfacecolor="0.45", markeredgecolor="0.45", markersize=4,
+                ))
                 names.append(f"selected layer pairs ({len(layer_pairs)})")
             axis.legend(handles, names, frameon=False, loc="best")
 
@@ -244,36 +228,27 @@ def _mark_pairs(axis, curves, student_index, layer_pairs):
     Returns:
         [(Line2D, [(profile index, position), ...])]: each artist and the points it shows.
     """
-    teacher, teacher_values, teacher_color, teacher_marker = curves[0]
-    teacher_position = {unit: i for i, unit in enumerate(teacher.units)}
-    if student_index is not None:
-        student, student_values, student_color, student_marker = curves[student_index]
-        student_position = {unit: i for i, unit in enumerate(student.units)}
     artists = []
-    for student_unit, teacher_unit in layer_pairs:
-        if teacher_unit not in teacher_position:
+
+    def mark(index, role, unit, pair):
+        """Fills the marker of `unit` on curve `index`; returns its (x, y) and position."""
+        profile, values, color, marker = curves[index]
+        if unit not in profile.units:
             raise ValueError(
-                f"Layer pair ({student_unit}, {teacher_unit}): teacher unit {teacher_unit} is not "
-                f"in the teacher profile (units {teacher.units})."
+                f"Layer pair {pair}: {role} unit {unit} is not in the {role} profile (units "
+                f"{profile.units})."
             )
-        j = teacher_position[teacher_unit]
-        tx, ty = teacher.relative_depth[j], teacher_values[j]
-        (line,) = axis.plot(
-            tx, ty, marker=teacher_marker, color=teacher_color, markersize=5.5, zorder=4
-        )
-        artists.append((line, [(0, j)]))
+        position = profile.units.index(unit)
+        x, y = profile.relative_depth[position], values[position]
+        (line,) = axis.plot(x, y, marker=marker, color=color, markersize=5.5, zorder=4)
+        artists.append((line, [(index, position)]))
+        return x, y, position
+
+    for student_unit, teacher_unit in layer_pairs:
+        pair = f"({student_unit}, {teacher_unit})"
+        tx, ty, j = mark(0, "teacher", teacher_unit, pair)
         if student_index is not None:
-            if student_unit not in student_position:
-                raise ValueError(
-                    f"Layer pair ({student_unit}, {teacher_unit}): student unit {student_unit} is "
-                    f"not in the student profile (units {student.units})."
-                )
-            i = student_position[student_unit]
-            sx, sy = student.relative_depth[i], student_values[i]
-            (line,) = axis.plot(
-                sx, sy, marker=student_marker, color=student_color, markersize=5.5, zorder=4
-            )
-            artists.append((line, [(student_index, i)]))
+            sx, sy, i = mark(student_index, "student", student_unit, pair)
             (line,) = axis.plot(
                 [sx, tx], [sy, ty], color="0.45", linestyle="--", linewidth=0.8, zorder=2
             )
@@ -382,9 +357,8 @@ def save_profile_figures(output_dir, profiles, labels=None, layer_pairs=None):
     """
     profiles, labels = _as_list(profiles, labels)
     paths = {
-        "intensity": os.path.join(output_dir, "intensity.png"),
-        "spectra": os.path.join(output_dir, "spectra.png"),
-        "entropy_magnitude": os.path.join(output_dir, "entropy_magnitude.png"),
+        name: os.path.join(output_dir, f"{name}.png")
+        for name in ("intensity", "spectra", "entropy_magnitude")
     }
     plot_intensity(profiles, labels, layer_pairs=layer_pairs, path=paths["intensity"])
     plot_layer_spectra(profiles, labels, path=paths["spectra"])

@@ -118,10 +118,7 @@ def profile_model(
                 ranges = _fixed_entropy_ranges(entropy_range, units)
         fingerprints.append(_fingerprint(images))
         seen += images.shape[0]
-        for position, (stat, feature_map) in enumerate(zip(stats, maps)):
-            stat.add(feature_map)
-            if ranges is not None:
-                stat.add_entropy(feature_map, ranges[position], entropy_bins)
+        _add_maps(stats, maps, ranges, entropy_bins)
     if stats is None:
         raise ValueError("`data` yielded no images; nothing to profile.")
 
@@ -178,13 +175,18 @@ def profile_maps(
     depth = max(units) + 1 if depth is None else int(depth)
     stats = [UnitStatistics(unit, m.shape[-1]) for unit, m in zip(units, maps)]
     ranges = [(float(m.min()), float(m.max())) for m in maps] if entropy else None
-    for position, (stat, feature_map) in enumerate(zip(stats, maps)):
-        stat.add(feature_map)
-        if entropy:
-            stat.add_entropy(feature_map, ranges[position], entropy_bins)
+    _add_maps(stats, maps, ranges, entropy_bins)
     return _finish_profile(
         stats, units, depth, name, maps[0].shape[0], entropy, entropy_bins, ranges
     )
+
+
+def _add_maps(stats, maps, ranges, entropy_bins):
+    """Adds one batch's maps to the units' sums; the entropy too when `ranges` is given."""
+    for position, (stat, feature_map) in enumerate(zip(stats, maps)):
+        stat.add(feature_map)
+        if ranges is not None:
+            stat.add_entropy(feature_map, ranges[position], entropy_bins)
 
 
 def _finish_profile(stats, units, depth, name, num_images, entropy, entropy_bins, ranges):

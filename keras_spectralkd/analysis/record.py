@@ -18,17 +18,8 @@ from keras_spectralkd.analysis.statistics import DEFAULT_ENTROPY_BINS
 _FORMAT = "keras_spectralkd.profile/1"
 # The CSV columns in order (see `Profile.to_csv`).
 _CSV_COLUMNS = [
-    "unit",
-    "relative_depth",
-    "num_channels",
-    "grid_h",
-    "grid_w",
-    "intensity",
-    "entropy",
-    "magnitude",
-    "entropy_min",
-    "entropy_max",
-    "spectrum",
+    "unit", "relative_depth", "num_channels", "grid_h", "grid_w", "intensity", "entropy",
+    "magnitude", "entropy_min", "entropy_max", "spectrum",
 ]
 
 
@@ -196,19 +187,14 @@ class Profile:
         not computed), magnitude, entropy_min, entropy_max, spectrum (the C values of S,
         space-separated). Readable with `pandas.read_csv(path, comment="#")`.
         """
-        header = {
-            "format": _FORMAT,
-            "model_name": self.model_name,
-            "depth": int(self.depth),
-            "num_images": int(self.num_images),
-            "entropy_bins": int(self.entropy_bins),
-        }
+        header = self.to_dict()  # the model-level fields, in `to_dict`'s order
+        rows = header.pop("units")
         buffer = io.StringIO()
         buffer.write("# " + json.dumps(header) + "\n")
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(_CSV_COLUMNS)
-        for row in self.to_dict()["units"]:
-            lo, hi = row["entropy_range"] if row["entropy_range"] is not None else ("", "")
+        for row in rows:
+            limits = row["entropy_range"] or ("", "")
             writer.writerow(
                 [
                     row["unit"],
@@ -219,8 +205,7 @@ class Profile:
                     repr(row["intensity"]),
                     "" if row["entropy"] is None else repr(row["entropy"]),
                     repr(row["magnitude"]),
-                    repr(lo) if lo != "" else "",
-                    repr(hi) if hi != "" else "",
+                    *(repr(v) if v != "" else "" for v in limits),
                     " ".join(repr(v) for v in row["spectrum"]),
                 ]
             )

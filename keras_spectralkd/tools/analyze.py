@@ -138,26 +138,26 @@ def _folder_images(root, num_images, seed, split=None):
         raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}.")
     # A seeded order of all files; the first `num_images` that decode are used, in file order.
     order = np.random.default_rng(seed).permutation(len(files))
-    chosen, skipped = [], []
+    chosen, skipped = {}, []  # chosen: file index -> its encoded bytes
     for index in order:
         if len(chosen) == num_images:
             break
         try:
-            tf.io.decode_image(tf.io.read_file(files[index]), channels=3,
-                               expand_animations=False)
+            encoded = tf.io.read_file(files[index])
+            tf.io.decode_image(encoded, channels=3, expand_animations=False)
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
             skipped.append(files[index])
             _warn(f"skipping {files[index]!r}: not a decodable image "
                   f"({' '.join(str(error.message).split())[:120]})")
             continue
-        chosen.append(int(index))
+        chosen[int(index)] = encoded
     if not chosen:
         raise ValueError(f"None of the {len(files)} image files under {root!r} can be decoded.")
-    files = [files[i] for i in sorted(chosen)]
-    _warn_if_fewer(files, num_images, f"{root!r} ({len(skipped)} undecodable files skipped)"
+    images = [chosen[i] for i in sorted(chosen)]
+    _warn_if_fewer(images, num_images, f"{root!r} ({len(skipped)} undecodable files skipped)"
                    if skipped else repr(root))
-    print(f"Analysing {len(files)} images from {root}.", file=sys.stderr)
-    return [tf.io.read_file(path) for path in files]
+    print(f"Analysing {len(images)} images from {root}.", file=sys.stderr)
+    return images
 
 
 def _warn(message):
@@ -341,8 +341,7 @@ def main(argv=None):
         for flag in ("num_images", "batch_size"):
             if getattr(args, flag) < 1:
                 raise cli.UsageError(f"--{flag}={getattr(args, flag)} must be >= 1.")
-        options = {k: v for k, v in vars(args).items()}
-        results = analyze(**options)
+        results = analyze(**vars(args))
         print("\n".join(summary(results)))
 
     return cli.run(build_parser(), body, argv)

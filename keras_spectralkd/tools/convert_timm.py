@@ -71,13 +71,9 @@ def convert(model_name, checkpoint, output, image_size=None, dtype=None, model_k
         import timm  # noqa: F401
 
     from keras_spectralkd.convert import ConversionError, from_timm, load_state_dict, pretrained
-    from keras_spectralkd.models import list_models, model_family
+    from keras_spectralkd.models import model_family
 
-    if model_name not in list_models():
-        raise cli.UsageError(
-            f"--model={model_name!r} is not a registered model; expected one of: "
-            f"{', '.join(list_models())}"
-        )
+    cli.check_model_name("model", model_name)
     started = time.perf_counter()
     if pretrained.is_timm_pretrained_name(checkpoint):  # timm's weights: "cait_s24_224.fb_dist_in1k"
         if pretrained.split_name(checkpoint)[0] != model_name:

@@ -90,14 +90,7 @@ def main(argv=None):
     """The `spectralkd-select-layers` command; returns the exit status."""
 
     def body(args):
-        pairs, flag = select_layers(
-            args.profile,
-            student_depth=args.student_depth,
-            student=args.student,
-            student_kwargs=args.student_kwargs,
-            num_front=args.num_front,
-            num_back=args.num_back,
-        )
+        pairs, flag = select_layers(**vars(args))
         print(f"{len(pairs)} layer pairs (student, teacher): {pairs}", file=sys.stderr)
         print(flag)
 
