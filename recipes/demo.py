@@ -37,20 +37,16 @@ ARMS = {"none": "student, no KD", "soft": "student, soft KD",
         "soft+spectral": "student, SpectralKD"}
 
 
-def configs(quick=False, **changes):
+def configs(quick=False, teacher_epochs=None, student_epochs=None, **changes):
     """The teacher's and the students' `RunConfig`s of the demo (`changes`: data_dir,
-    train_size, validation_size, batch_size, seed, teacher_epochs, student_epochs, verbose)."""
-    from keras_spectralkd.recipes import RECIPES
+    train_size, validation_size, batch_size, seed, verbose; None keeps the default)."""
+    from keras_spectralkd.recipes import sweep
 
-    preset = "quick" if quick else "paper"
     common = {} if quick else dict(validation_size=2_000)
-    common.update({k: v for k, v in changes.items()
-                   if k not in ("teacher_epochs", "student_epochs") and v is not None})
-    teacher_epochs = changes.get("teacher_epochs") or (1 if quick else 6)
-    student_epochs = changes.get("student_epochs") or (1 if quick else 5)
-    teacher = RECIPES["fashion_mnist_teacher"].config(preset, epochs=teacher_epochs, **common)
-    student = RECIPES["fashion_mnist"].config(preset, epochs=student_epochs, **common)
-    return teacher.check(), student.check()
+    common.update({k: v for k, v in changes.items() if v is not None})
+    return sweep.miniature(
+        quick, teacher_changes=dict(common, epochs=teacher_epochs or (1 if quick else 6)),
+        student_changes=dict(common, epochs=student_epochs or (1 if quick else 5)))
 
 
 def run_demo(output_dir, teacher_config, student_config, profile_images=512, log=None):

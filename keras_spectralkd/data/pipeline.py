@@ -138,7 +138,10 @@ def train_pipeline(
 
             order = tf.numpy_function(permutation, [epoch], tf.int64, stateful=False)
             order.set_shape([num_examples])
-            items_t, labels_t = tf.constant(items), tf.constant(labels)
+            # Made eagerly and captured by reference: a `tf.constant` here would embed the arrays
+            # in the traced function as Const nodes, copied whenever the graph is serialised.
+            with tf.init_scope():
+                items_t, labels_t = tf.convert_to_tensor(items), tf.convert_to_tensor(labels)
             dataset = tf.data.Dataset.from_tensor_slices(order).map(
                 lambda i: (tf.gather(items_t, i), tf.gather(labels_t, i))
             )

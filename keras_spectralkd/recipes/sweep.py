@@ -30,6 +30,7 @@ import numpy as np
 from keras_spectralkd import analysis
 from keras_spectralkd.analysis.tracking import SpectralTracker
 from keras_spectralkd.recipes import runner
+from keras_spectralkd.recipes.table import RECIPES
 from keras_spectralkd.training import checkpoint as checkpoint_lib
 
 # The standard arms: config changes on top of the student config (pairs filled in where the
@@ -61,6 +62,27 @@ class Teacher:
     pairs: list
     summary: dict
     images: object
+
+
+# Settings the teacher and the students must share: they see the same data.
+DATA_FIELDS = ("dataset", "data_dir", "image_size", "train_size", "validation_size", "batch_size",
+               "eval_batch_size", "augment")
+
+
+def miniature(quick=False, teacher_changes=(), student_changes=()):
+    """The Fashion-MNIST miniature's teacher and student `RunConfig`s, checked: the recipes'
+    paper presets (the `quick` ones for tests) with `*_changes` ((name, value) pairs) applied;
+    data settings given for the students apply to the teacher too, and the students' teacher
+    is the teacher's model."""
+    preset = "quick" if quick else "paper"
+    student_changes = dict(student_changes)
+    teacher_changes = {**{k: v for k, v in student_changes.items() if k in DATA_FIELDS},
+                       **dict(teacher_changes)}
+    teacher = RECIPES["fashion_mnist_teacher"].config(preset, **teacher_changes)
+    student = RECIPES["fashion_mnist"].config(preset, **student_changes)
+    student = dataclasses.replace(student, teacher=teacher.student,
+                                  teacher_overrides=dict(teacher.student_overrides))
+    return teacher.check(), student.check()
 
 
 def _read_json(path):

@@ -2,7 +2,7 @@
 
     python tools/study.py                            # the default study (docs/results.md)
     python tools/study.py --quick --output_dir=runs/study_quick   # a one-minute smoke run
-    spectralkd-study --seeds=0,1,2,3,4 --backend=jax --set epochs=12
+    spectralkd-study --seeds=0,1,2,3,4 --backend=jax --set epochs=12 --teacher_set epochs=20
 
 A sweep of the package's one engine (`recipes.sweep`): ONE teacher run (the
 `fashion_mnist_teacher` recipe), profiled, the layer pairs chosen by the guideline from its
@@ -40,40 +40,6 @@ BACKENDS = ("tensorflow", "jax", "torch")
 STANDARD_ARMS = ("none", "soft", "fft", "soft+spectral")
 # Resuming a study with other values of these is refused (arms and seeds may be added).
 _FIXED_ON_RESUME = ("teacher", "student", "layer_pairs", "backend")
-
-
-# === Configs ===
-def configs(quick=False, train_size=None, test_size=None, batch_size=None, teacher_epochs=None,
-            student_epochs=None, teacher=None, student=None, augment=None, data_dir=None,
-            settings=(), verbose="auto"):
-    """The study's teacher and student `RunConfig`s: the miniature recipes' (the `quick`
-    presets for tests), the flags, then `settings` ((name, text) pairs for the students)."""
-    from keras_spectralkd.recipes import RECIPES
-    from keras_spectralkd.recipes.config import parse_value
-
-    preset = "quick" if quick else "paper"
-    common = dict(verbose=verbose)
-    for name, value in (("train_size", train_size), ("validation_size", test_size),
-                        ("batch_size", batch_size), ("augment", augment),
-                        ("data_dir", data_dir)):
-        if value is not None:
-            common[name] = value
-    teacher_recipe, student_recipe = RECIPES["fashion_mnist_teacher"], RECIPES["fashion_mnist"]
-    teacher_config = teacher_recipe.config(preset, **common)
-    student_config = student_recipe.config(preset, epochs=2 if quick else 8, **common)
-    if teacher_epochs:
-        teacher_config.epochs = teacher_epochs
-    if student_epochs:
-        student_config.epochs = student_epochs
-    if teacher:
-        teacher_config.student_overrides = {**teacher_config.student_overrides, **teacher}
-    if teacher_config.student_overrides != student_config.teacher_overrides:
-        student_config.teacher_overrides = dict(teacher_config.student_overrides)
-    if student:
-        student_config.student_overrides = {**student_config.student_overrides, **student}
-    for name, text in settings:
-        setattr(student_config, name, parse_value(name, text))
-    return teacher_config.check(), student_config.check()
 
 
 # === Summaries ===
@@ -268,16 +234,6 @@ def _custom_arm(text):
     return name.strip(), changes
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
-
-
 def _pairs(text):
     from keras_spectralkd.analysis.selection import parse_layer_pairs
 
@@ -285,6 +241,13 @@ def _pairs(text):
         return [tuple(p) for p in parse_layer_pairs(text)]
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _name_value(item):
+    name, sep, text = item.partition("=")
+    if not sep:
+        raise cli.UsageError(f"{item!r} is not NAME=VALUE (e.g. epochs=12)")
+    return name, sep, text
 
 
 def build_parser():
@@ -298,25 +261,17 @@ def build_parser():
                         help=f"subset of {','.join(STANDARD_ARMS)} (default all)")
     parser.add_argument("--arm", type=_custom_arm, action="append", default=[],
                         metavar="NAME=JSON", help="one more arm of any config fields")
-    parser.add_argument("--teacher_epochs", type=_positive, help="default 8 (quick: 1)")
-    parser.add_argument("--student_epochs", type=_positive, help="default 8 (quick: 2)")
-    parser.add_argument("--train_size", type=_positive,
-                        help="training images (default 10000; the shipped subset has 12000)")
-    parser.add_argument("--test_size", type=_positive, help="test images (default: all 10000)")
-    parser.add_argument("--batch_size", type=_positive)
-    parser.add_argument("--teacher", type=cli.json_object,
-                        help="CaiT teacher settings as JSON (default embed_dim 128, depth 6)")
-    parser.add_argument("--student", type=cli.json_object,
-                        help="DeiT student settings as JSON (default embed_dim 48, depth 4)")
     parser.add_argument("--layer_pairs", type=_pairs,
                         help="student:teacher pairs, e.g. 0:0,3:5 (default: the guideline's)")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="random shift + flip augmentation (default off)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="any setting of the students' runs (spectralkd-train --help)")
+                        help="any setting of the students' runs (spectralkd-train --help), e.g. "
+                             "epochs=12; data settings (train_size, batch_size, ...) apply to "
+                             "the teacher too")
+    parser.add_argument("--teacher_set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any setting of the teacher's run, e.g. epochs=12 or "
+                             "student_overrides='{\"depth\": 8}'")
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
-    parser.add_argument("--data_dir", help="a folder with the Fashion-MNIST idx files")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
@@ -340,20 +295,21 @@ def main(argv=None):
 
                 if keras.backend.backend() != args.backend:
                     return _rerun_with_backend(args.backend, argv)
-        settings = []
-        for item in args.set:
-            name, sep, text = item.partition("=")
-            if not sep:
-                raise cli.UsageError(f"--set {item!r} is not NAME=VALUE")
-            settings.append((name.strip(), text))
+        from keras_spectralkd.recipes import sweep
+        from keras_spectralkd.recipes.config import parse_value
+
         try:
-            teacher_config, student_config = configs(
-                args.quick, args.train_size, args.test_size, args.batch_size,
-                args.teacher_epochs, args.student_epochs, args.teacher, args.student,
-                args.augment, args.data_dir, settings, verbose=0 if args.quiet else "auto")
+            changes = [[(name.strip(), parse_value(name.strip(), text))
+                        for name, _, text in (_name_value(item) for item in items)]
+                       for items in (args.teacher_set, args.set)]
+            verbose = [("verbose", 0 if args.quiet else "auto")]
+            # The quick study's students train two epochs: a trend, not one point.
+            epochs = [("epochs", 2)] if args.quick else []
+            teacher_config, student_config = sweep.miniature(
+                args.quick, teacher_changes=verbose + changes[0],
+                student_changes=verbose + epochs + changes[1])
         except ValueError as error:
             raise cli.UsageError(str(error)) from None
-        from keras_spectralkd.recipes import sweep
 
         arms = {arm: sweep.ARMS[arm] for arm in (args.arms or STANDARD_ARMS)}
         for name, changes in args.arm:

@@ -69,7 +69,8 @@ def test_mean_interval_and_paired_difference():
 def test_bad_flags_are_usage_errors_without_traceback(capsys):
     assert study.main(["--arms=none,distill"]) == 2
     assert study.main(["--seeds=0,x"]) == 2
-    assert study.main(["--student={not json"]) == 2
+    assert study.main(["--set", "student_overrides={not json"]) == 2
+    assert study.main(["--teacher_set", "epochs"]) == 2
     assert study.main(["--set", "epochs=0"]) == 2
     assert study.main(["--arm", "w=not json"]) == 2
     assert study.main(["--arm", 'w={"spectral_weight": -1}']) == 2
@@ -161,5 +162,5 @@ def test_quick_study_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
 
     # Resuming with other settings is refused, naming the setting.
-    assert study.main(["--quick", f"--output_dir={out}", "--student_epochs=3"]) == 2
+    assert study.main(["--quick", f"--output_dir={out}", "--set", "epochs=3"]) == 2
     assert "student epochs=2, now 3" in capsys.readouterr().err
