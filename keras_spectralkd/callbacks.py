@@ -195,9 +195,8 @@ class SpectralTensorBoard(keras.callbacks.Callback):
     def _profile_and_maps(self, model, role):
         """One forward pass (the frozen teacher's, once per teacher): its profile and maps.
 
-        Eager on TensorFlow and torch. JAX compiles each op of an eager pass on its first use
-        (9 s for the demo's teacher on 2 loaded cores), so there one jit of the whole pass is
-        faster even for a single call.
+        Eager on TensorFlow and torch. JAX compiles each op of an eager pass on its first use,
+        so there one jit of the whole pass is faster even for a single call.
         """
 
         def forward(images):
@@ -383,8 +382,7 @@ def render_pair_spectra(student, teacher, difference, cmap="magma"):
     integer-upscaled block of one colour (bins stay visible, nothing is interpolated). Student
     and teacher share one colour range; the difference has its own. Rows are the vertical
     frequency (zero in the middle), columns the horizontal one (0 to Nyquist, left to right).
-    A figure with axes and colorbars costs about 1 s per pair on a loaded 2-core CPU; this costs
-    milliseconds, so logging every epoch stays a small part of an epoch (docs/ecosystem.md).
+    Plain numpy, not a matplotlib figure, so logging every epoch stays cheap (docs/ecosystem.md).
 
     Returns:
         `(image, ranges)`: (h, w, 3) uint8, and `{"shared": (lo, hi), "difference": (lo, hi)}`,
@@ -492,8 +490,7 @@ def _label(model, role):
 
 def _fixed_margins(figure):
     """Fixed margins instead of constrained layout, whose text measuring is most of the cost of
-    drawing the one-axis intensity figure (about 0.2 of 0.5 s on a loaded 2-core CPU), at 100 dpi.
-    """
+    drawing the one-axis intensity figure, at 100 dpi."""
     figure.set_layout_engine("none")
     figure.set_dpi(100)  # 1000x640 -> 500x320 pixels: a quarter of the rasterising and PNG work
     # (subplots_adjust is ignored after a constrained layout: place the axes directly.)

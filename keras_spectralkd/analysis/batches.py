@@ -51,8 +51,7 @@ def iterate_images(data, batch_size):
 def _is_array(value):
     """True for one array or tensor of images (not a dataset or a list of batches)."""
     return isinstance(value, np.ndarray) or (
-        hasattr(value, "shape")
-        and hasattr(value, "dtype")
+        hasattr(value, "shape") and hasattr(value, "dtype")
         and not hasattr(value, "as_numpy_iterator")
     )
 

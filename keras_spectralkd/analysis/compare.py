@@ -168,14 +168,11 @@ def default_pairs(reference, other):
     if list(reference.units) == list(other.units) and reference.depth == other.depth:
         return [(u, u) for u in other.units]
     ref_depth, other_depth = reference.relative_depth, other.relative_depth
-    pairs = []
     if len(other.units) <= len(reference.units):
-        for unit, x in zip(other.units, other_depth):
-            pairs.append((unit, reference.units[int(np.argmin(np.abs(ref_depth - x)))]))
-    else:
-        for unit, x in zip(reference.units, ref_depth):
-            pairs.append((other.units[int(np.argmin(np.abs(other_depth - x)))], unit))
-    return pairs
+        return [(unit, reference.units[int(np.argmin(np.abs(ref_depth - x)))])
+                for unit, x in zip(other.units, other_depth)]
+    return [(other.units[int(np.argmin(np.abs(other_depth - x)))], unit)
+            for unit, x in zip(reference.units, ref_depth)]
 
 
 def compare_profiles(reference, other, pairs=None, normalize=True):

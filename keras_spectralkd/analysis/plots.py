@@ -323,9 +323,7 @@ def plot_entropy_magnitude(profiles, labels=None, path=None):
             style = dict(
                 color=MODEL_COLORS[index % len(MODEL_COLORS)],
                 marker=MODEL_MARKERS[index % len(MODEL_MARKERS)],
-                markersize=4,
-                markerfacecolor="white",
-                linewidth=1.4,
+                markersize=4, markerfacecolor="white", linewidth=1.4,
                 label=f"{label}  ({_widths(profile)})",
             )
             if profile.entropy is not None:

@@ -126,10 +126,8 @@ def profile_model(
         ranges = [(stat.minimum, stat.maximum) for stat in stats]
         batches = _forward_batches(model, data, units, num_images, batch_size, verbose, "pass 2/2")
         for batch_index, (images, maps) in enumerate(batches):
-            if (
-                batch_index >= len(fingerprints)
-                or _fingerprint(images) != fingerprints[batch_index]
-            ):
+            expected = fingerprints[batch_index] if batch_index < len(fingerprints) else None
+            if _fingerprint(images) != expected:
                 raise ValueError(
                     "`data` yielded different images on the entropy pass than on the first pass "
                     f"(batch {batch_index}); the two-pass entropy needs the same images in the "
@@ -268,7 +266,7 @@ def _forward_batches(model, data, units, num_images, batch_size, verbose, label)
     progbar = None
     if verbose:
         target = num_images
-        if target is None and hasattr(data, "shape") and len(getattr(data, "shape", ())) == 4:
+        if target is None and len(getattr(data, "shape", ())) == 4:
             target = int(data.shape[0])
         if label:
             print(f"Profiling {getattr(model, 'name', type(model).__name__)} ({label})")

@@ -68,17 +68,13 @@ class Profile:
         if self.entropy_ranges is not None:
             self.entropy_ranges = [tuple(float(v) for v in r) for r in self.entropy_ranges]
         n = len(self.units)
+        per_unit = ("num_channels", "grids", "spectra", "intensity", "magnitude", "entropy",
+                    "entropy_ranges")
         lengths = {
-            "num_channels": len(self.num_channels),
-            "grids": len(self.grids),
-            "spectra": len(self.spectra),
-            "intensity": len(self.intensity),
-            "magnitude": len(self.magnitude),
+            name: len(getattr(self, name))
+            for name in per_unit
+            if getattr(self, name) is not None  # entropy and its ranges are optional
         }
-        if self.entropy is not None:
-            lengths["entropy"] = len(self.entropy)
-        if self.entropy_ranges is not None:
-            lengths["entropy_ranges"] = len(self.entropy_ranges)
         wrong = {k: v for k, v in lengths.items() if v != n}
         if wrong:
             raise ValueError(

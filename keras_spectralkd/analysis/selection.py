@@ -75,10 +75,9 @@ def profile_ends(intensity):
     n = len(intensity)
     if n == 1:
         return 1, 0
-    front = int(np.argmin(high)) if not high.all() else n
-    back = int(np.argmin(high[::-1])) if not high.all() else n
-    front, back = max(front, 1), max(back, 1)
-    return front, back
+    if high.all():
+        return n, n
+    return max(int(np.argmin(high)), 1), max(int(np.argmin(high[::-1])), 1)
 
 
 def select_layer_pairs(teacher_profile, student_depth, num_front=None, num_back=None):
