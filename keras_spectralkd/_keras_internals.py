@@ -18,6 +18,7 @@ that needs it and pinned by tests/test_keras_internals.py:
 
 import contextlib
 import functools
+import types
 import warnings
 
 import keras
@@ -156,28 +157,23 @@ def _keras_deferred_initialization():
     from keras.src.backend.common import global_state
     from keras.src.backend.common.stateless_scope import in_stateless_scope
 
-    class Private:
-        @staticmethod
-        def take_uninitialized():
-            variables = list(global_state.get_global_attribute("uninitialized_variables") or [])
-            global_state.set_global_attribute("uninitialized_variables", [])
-            return variables
+    def take_uninitialized():
+        variables = list(global_state.get_global_attribute("uninitialized_variables") or [])
+        global_state.set_global_attribute("uninitialized_variables", [])
+        return variables
 
-        @staticmethod
-        def put_uninitialized(variables):
-            global_state.set_global_attribute("uninitialized_variables", list(variables))
-
-        @staticmethod
-        def with_value(variable, value):
-            variable._initializer = lambda shape, dtype: value
-            try:
-                variable._deferred_initialize()
-            finally:
-                variable._initializer = None  # drop the closure's reference to the value
-
-        @staticmethod
-        def with_own_initializer(variable):
+    def with_value(variable, value):
+        variable._initializer = lambda shape, dtype: value
+        try:
             variable._deferred_initialize()
+        finally:
+            variable._initializer = None  # drop the closure's reference to the value
 
-    Private.in_stateless_scope = staticmethod(in_stateless_scope)
-    return Private
+    return types.SimpleNamespace(
+        in_stateless_scope=in_stateless_scope,
+        take_uninitialized=take_uninitialized,
+        put_uninitialized=lambda variables: global_state.set_global_attribute(
+            "uninitialized_variables", list(variables)),
+        with_value=with_value,
+        with_own_initializer=lambda variable: variable._deferred_initialize(),
+    )

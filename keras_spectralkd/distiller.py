@@ -139,14 +139,6 @@ def normalize_layer_pairs(layer_pairs):
     return pairs
 
 
-def _unit_info(model, role):
-    """`model.feature_info` if the model has one, else None."""
-    info = getattr(model, "feature_info", None)
-    if info is None:
-        return None
-    return list(info)
-
-
 def _num_units(model, info):
     """How many indexable units `model` has (from `feature_info`, else `num_units`), or None."""
     if info is not None:
@@ -272,8 +264,8 @@ class Distiller(keras.Model):
                 "keras.models.clone_model(teacher) for self-distillation)."
             )
         if mode in ("soft", "hard"):
-            self._check_class_counts(_num_classes(teacher), _num_classes(student), teacher,
-                                     student)
+            self._check_class_counts(teacher, student, _num_classes(teacher),
+                                     _num_classes(student))
         self.layer_pairs = normalize_layer_pairs(layer_pairs)
         if mode == "none" and self.layer_pairs:
             raise ValueError(
@@ -305,15 +297,13 @@ class Distiller(keras.Model):
         ]
 
     # === Validation ===
-    def _check_class_counts(self, teacher_classes, student_classes, teacher=None, student=None):
+    def _check_class_counts(self, teacher, student, teacher_classes, student_classes):
         """Logit KD compares the two heads class by class: refuse heads of different sizes here,
         before a backend op fails on the shapes (or `hard` silently one-hots out of range)."""
         if teacher_classes is None or student_classes is None:
             return
         if int(teacher_classes) == int(student_classes):
             return
-        teacher = self.teacher if teacher is None else teacher
-        student = self.student if student is None else student
         raise ValueError(
             f"mode={self.mode!r} distils the teacher's logits into the student's, so both heads "
             f"need the same classes; the teacher {teacher.name!r} has {int(teacher_classes)} "
@@ -329,14 +319,14 @@ class Distiller(keras.Model):
                     f"{getattr(model, 'name', model)!r} has no `forward_intermediates`; use a "
                     "keras_spectralkd backbone or drop the pairs."
                 )
-        student_info = _unit_info(student, "student")
-        teacher_info = _unit_info(teacher, "teacher")
+        student_info = getattr(student, "feature_info", None)
+        teacher_info = getattr(teacher, "feature_info", None)
         for pair in self.layer_pairs:
-            for role, info, unit in (
-                ("student", student_info, pair[0]),
-                ("teacher", teacher_info, pair[1]),
+            for role, model, info, unit in (
+                ("student", student, student_info, pair[0]),
+                ("teacher", teacher, teacher_info, pair[1]),
             ):
-                count = _num_units(student if role == "student" else teacher, info)
+                count = _num_units(model, info)
                 if count is not None and unit >= count:
                     raise ValueError(
                         f"Layer pair {pair}: {role} unit {unit} is out of range; the {role} has "
@@ -353,18 +343,11 @@ class Distiller(keras.Model):
     def build(self, input_shape):
         """Builds a teacher or student that is not built yet (a subclassed model makes its weights
         on its first call) with one symbolic call, so every weight exists before the first step
-        (JAX's stateless step needs them) and unequal heads are refused now."""
+        (JAX's stateless step needs them)."""
         images = keras.KerasTensor(tuple(input_shape))
-        outputs = {}
-        for role, model in (("teacher", self.teacher), ("student", self.student)):
+        for model in (self.teacher, self.student):
             if model is not None and not model.built:
-                outputs[role] = model(images)
-        if self.mode in ("soft", "hard"):
-            classes = {
-                role: _last_dim(outputs[role]) if role in outputs else _num_classes(model)
-                for role, model in (("teacher", self.teacher), ("student", self.student))
-            }
-            self._check_class_counts(classes["teacher"], classes["student"])
+                model(images)
         self.built = True
 
     @property
@@ -395,13 +378,12 @@ class Distiller(keras.Model):
         else:
             outputs.update(logits=self.student(inputs, training=True), maps=[])
         if self.mode in ("soft", "hard"):
-            self._check_logits(outputs["teacher_logits"], outputs["logits"])
+            # Heads unknown at construction (not built, no output shape) are checked here, on
+            # the static shapes of the first step's logits.
+            self._check_class_counts(self.teacher, self.student,
+                                     _last_dim(outputs["teacher_logits"]),
+                                     _last_dim(outputs["logits"]))
         return outputs
-
-    def _check_logits(self, teacher_logits, student_logits):
-        """The class-count check for models whose heads were unknown at construction (not built,
-        no output shape), on the static shapes of the first step's logits."""
-        self._check_class_counts(_last_dim(teacher_logits), _last_dim(student_logits))
 
     def _check_images(self, images):
         """Images whose static (H, W, C) contradicts a model's input: a clear error now instead
@@ -526,7 +508,6 @@ class Distiller(keras.Model):
                 teacher_logits, teacher_maps = self._teacher_outputs(x)
             total = (1.0 - self.alpha) * ce
             if self.mode in ("soft", "hard"):
-                self._check_logits(teacher_logits, logits)
                 kd = self._kd_loss(logits, ops.cast(teacher_logits, "float32"))
                 total = total + self.alpha * kd
             if self.layer_pairs:

@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import sys
-import zipfile
 
 import keras
 import numpy as np
