@@ -68,14 +68,13 @@ def tiny_preset(student_overrides, teacher_overrides, layer_pairs, **changes):
 
 
 # === Teacher ===
-def load_teacher(recipe, config, num_classes):
-    """The teacher, from `config.teacher_weights` through the one model loader
-    (`models.create(name, weights)`): a .keras or .weights.h5 file, a timm checkpoint, or a timm
+def teacher_weights(recipe, config):
+    """`(name, weights)` for `models.create` from `config.teacher_weights`: a file, or a timm
     name with an optional tag (timm's pretrained weights).
 
     Raises:
         FileNotFoundError: no weights given or the file is missing, saying how to get them.
-        ValueError: the weights are not the teacher's, or its head does not fit the dataset.
+        ValueError: timm weights of another model than the teacher.
     """
     path = config.teacher_weights
     if not path:
@@ -89,18 +88,23 @@ def load_teacher(recipe, config, num_classes):
                 f"teacher_weights={path!r} names timm weights of another model than the "
                 f"teacher {config.teacher!r}."
             )
-        name, weights = path, "timm"
-    elif not os.path.exists(path):
+        return path, "timm"
+    if not os.path.exists(path):
         raise FileNotFoundError(f"Teacher weights {path!r} do not exist. {recipe.teacher_source}")
-    else:
-        name, weights = config.teacher, path
+    return config.teacher, path
+
+
+def load_teacher(recipe, config, num_classes):
+    """The teacher through the one model loader (`models.create(name, weights)`, see
+    `teacher_weights`), its head checked against the dataset's `num_classes` (ValueError)."""
+    name, weights = teacher_weights(recipe, config)
     teacher = models.create(name, weights, image_size=config.image_size,
                             **config.teacher_overrides)
     classes = teacher.output_shape[-1]
     if classes != num_classes:
         raise ValueError(
-            f"The teacher from {path!r} has {classes} output classes but the dataset has "
-            f"{num_classes}; use a teacher trained on the same classes."
+            f"The teacher from {config.teacher_weights!r} has {classes} output classes but the "
+            f"dataset has {num_classes}; use a teacher trained on the same classes."
         )
     return teacher
 
@@ -233,20 +237,19 @@ def run_info(recipe, config, num_classes):
     }
 
 
-def _resume_checks(recipe, config, num_classes):
-    """Refuses an output dir written by another model or mode before anything is loaded or
-    written; a resumed run without teacher_weights rebuilds the teacher from the file its
-    checkpoint names. Returns the (possibly completed) config and the run's identity."""
+def _settle_teacher(recipe, config):
+    """Before anything is loaded: a resumed run without teacher_weights rebuilds the teacher from
+    the file its checkpoint names, and the teacher's weights must exist. Returns the (possibly
+    completed) config and the checkpoint's state (None for a new run)."""
     saved = checkpoint_lib.read_state(os.path.join(config.output_dir, "checkpoints"))
     previous = (saved or {}).get("run_info") or {}
     if config.mode != "none" and not config.teacher_weights and previous.get("teacher_weights"):
         config = dataclasses.replace(config, teacher_weights=previous["teacher_weights"])
         _log(config, f"[{recipe.name}] resuming: the teacher is rebuilt from "
                      f"{config.teacher_weights} (recorded in the checkpoint).")
-    info = run_info(recipe, config, num_classes)
-    if saved is not None:
-        loop.check_run_info(saved, info, config.output_dir)
-    return config, info
+    if config.mode != "none":
+        teacher_weights(recipe, config)
+    return config, saved
 
 
 def resolve_verbose(verbose):
@@ -280,6 +283,7 @@ def run(recipe, config, data=None, callbacks=()):
     loss_scale = optim.set_precision(precision)
     distribution = distribute.setup_distribution(config.strategy)
     distribution.check_batch_size(config.batch_size)
+    config, saved = _settle_teacher(recipe, config)
     if data is None:
         data = load_data(config)
     steps_per_epoch = data.steps_per_epoch
@@ -290,7 +294,10 @@ def run(recipe, config, data=None, callbacks=()):
             f"The training set ({data.num_train_examples} images) is smaller than one batch of "
             f"{config.batch_size}."
         )
-    config, info = _resume_checks(recipe, config, data.num_classes)
+    # An output dir written by another model or mode is refused before anything is written.
+    info = run_info(recipe, config, data.num_classes)
+    if saved is not None:
+        loop.check_run_info(saved, info, config.output_dir)
     # Only the chief writes the run's shared outputs; another worker keeps its own checkpoints
     # and logs in `run_dir` (docs/distributed.md).
     run_dir = distribution.run_dir(config.output_dir)

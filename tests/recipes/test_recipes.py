@@ -206,7 +206,11 @@ def test_missing_teacher_or_data_say_how_to_get_them(image_folder, tmp_path):
                                          output_dir=str(tmp_path / "b")))
     with pytest.raises(FileNotFoundError, match="image-net.org"):
         runner.run(recipe, recipe.config("tiny", data_dir=str(tmp_path / "no_data"),
-                                         output_dir=str(tmp_path / "c")))
+                                         output_dir=str(tmp_path / "c"), mode="none"))
+    # The teacher's weights are settled before the data are touched: no data, still this error.
+    with pytest.raises(FileNotFoundError, match="needs a trained teacher"):
+        runner.run(recipe, recipe.config("tiny", data_dir=str(tmp_path / "no_data"),
+                                         output_dir=str(tmp_path / "d")))
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
