@@ -94,7 +94,7 @@ def test_every_setting_is_written_once_as_a_field_and_can_be_set(capsys):
     assert (config.drop_path_rate, config.image_size, config.jit_compile) == (0.1, 64, False)
     assert config.student_overrides == {"depth": 2} and config.verbose == 2
     assert config.teacher_weights is None
-    for name in names:  # every field parses its own default's text
+    for name in names:  # every field has a help text for --help
         field = config_lib.field(name)
         assert "help" in field.metadata and field.metadata["help"], name
 
