@@ -1,4 +1,5 @@
-"""Callbacks: SpectralKD's spectral view of training in TensorBoard."""
+"""Callbacks: SpectralKD's spectral view of training, in TensorBoard (`SpectralTensorBoard`) and
+in every epoch's logs (`SpectralTracker`)."""
 
 import io
 import os
@@ -37,7 +38,7 @@ class SpectralTensorBoard(keras.callbacks.Callback):
       2D spectrum magnitude of the student map, that of the channel-pooled teacher map (the two
       on one log colour scale), and the magnitude of their difference, i.e. what the spectral
       loss squares (SPEC.md 2): |rfft2| over (H, W), averaged over probe images and channels,
-      zero frequency centred on the vertical axis (`pair_spectra`, `render_pair_spectra`; the
+      zero frequency centred on the vertical axis (`render_pair_spectra`; the
       colour ranges are in the image's description);
     - once, a custom-scalars layout (TensorBoard's "Custom Scalars" tab) grouping the per-pair
       losses (probe and training), the level distance and the profile correlation.
@@ -147,7 +148,8 @@ class SpectralTensorBoard(keras.callbacks.Callback):
                     f"{getattr(model, 'name', model)!r} has no `forward_intermediates`."
                 )
         if self._teacher_cache is None or self._teacher_cache[0] is not teacher:
-            teacher_profile, teacher_maps = self._profile_and_maps(teacher, "teacher")
+            teacher_profile, teacher_maps = _profile_and_maps(
+                teacher, self.probe_images, _label(teacher, "teacher"))
             self._teacher_cache = (teacher, teacher_profile, teacher_maps, {})
         _, teacher_profile, teacher_maps, _ = self._teacher_cache
         student_maps, pair_outputs = self._student_probe(student, pairs)(
@@ -191,23 +193,6 @@ class SpectralTensorBoard(keras.callbacks.Callback):
             f"Frequency intensity, epoch {step + 1}",
         )
         return scalars, intensity, images
-
-    def _profile_and_maps(self, model, role):
-        """One forward pass (the frozen teacher's, once per teacher): its profile and maps.
-
-        Eager on TensorFlow and torch. JAX compiles each op of an eager pass on its first use,
-        so there one jit of the whole pass is faster even for a single call.
-        """
-
-        def forward(images):
-            return model.forward_intermediates(images, indices=None, training=False)[1]
-
-        if keras.backend.backend() == "jax":
-            forward = _compile_reading(forward, model)
-        with no_grad():
-            maps = forward(self.probe_images)
-        maps = [to_float_array(m) for m in maps]  # numpy: cached for every later log
-        return profile_maps(maps, name=_label(model, role), entropy=False), maps
 
     def _pooled_teacher(self, teacher_unit, channels):
         """L(pool(F_t)) and rfft2(pool(F_t)) as (real, imag) of the cached teacher's map of
@@ -273,27 +258,15 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         self._writer.flush()
 
 
-# === Spectra of a layer pair ===
-def pair_spectra(student_map, teacher_map):
-    """What the spectral loss compares, for pictures: mean 2D spectrum magnitudes of one pair.
-
-    Args:
-        student_map: (B, H, W, C_s) map.
-        teacher_map: (B, H, W, C_t) map, C_t >= C_s; its channels are pooled down to C_s as in
-            the loss (SPEC.md 2.2).
-    Returns:
-        `(student, teacher, difference)`, each (H, W//2 + 1) float64 numpy: |rfft2(F_s)|,
-        |rfft2(pool(F_t))| and |rfft2(F_s) - rfft2(pool(F_t))| (orthonormal rfft2 over (H, W)),
-        averaged over images and channels, rows `fftshift`ed so the zero frequency sits in the
-        middle of the vertical axis (columns run from 0 to the Nyquist frequency).
-    """
-    student_map = keras.ops.convert_to_tensor(student_map)
-    pooled = spectral.pool_channels(teacher_map, student_map.shape[-1])
-    return _mean_magnitudes(spectral.rfft2(student_map), spectral.rfft2(pooled))
-
-
 def _mean_magnitudes(student_fft, pooled_fft):
-    """`pair_spectra`'s three magnitudes from the (real, imag) rfft2 of the two maps."""
+    """What the spectral loss compares, for pictures, from the (real, imag) orthonormal rfft2
+    over (H, W) of a student map and its channel-pooled teacher map (SPEC.md 2.2).
+
+    Returns:
+        `(student, teacher, difference)`, each (H, W//2 + 1) float64 numpy: |F_s|, |F_t| and
+        |F_s - F_t|, averaged over images and channels, rows `fftshift`ed so the zero frequency
+        sits in the middle of the vertical axis (columns run from 0 to the Nyquist frequency).
+    """
     s_real, s_imag, t_real, t_imag = (
         np.asarray(keras.ops.convert_to_numpy(part), dtype=np.float64)
         for part in (*student_fft, *pooled_fft)
@@ -370,13 +343,84 @@ def _compile_reading(function, model):
     return eager
 
 
+def _profile_and_maps(model, images, label):
+    """One inference pass of `model` (a frozen teacher's, once): its profile and every unit's
+    map as float numpy, kept for every later log.
+
+    Eager on TensorFlow and torch. JAX compiles each op of an eager pass on its first use, so
+    there one jit of the whole pass is faster even for a single call.
+    """
+
+    def forward(images):
+        return model.forward_intermediates(images, indices=None, training=False)[1]
+
+    if keras.backend.backend() == "jax":
+        forward = _compile_reading(forward, model)
+    with no_grad():
+        maps = [to_float_array(m) for m in forward(images)]
+    return profile_maps(maps, name=label, entropy=False), maps
+
+
+class SpectralTracker(keras.callbacks.Callback):
+    """Adds how far the student's spectra are from its teacher's to every epoch's logs.
+
+    For any training of a backbone, with or without distillation (a control run is measured
+    against the same teacher). At each epoch's end one compiled inference pass of the student
+    over `images` adds, so they reach the progress bar, log.csv and the history:
+
+    - `level_distance`: `compare.level_distance`, the RMS difference of the student's and the
+      teacher's L(X) over relative depth;
+    - `profile_r`: `compare.profile_correlation`, Pearson r of the same two curves (shape only);
+    - `spectral_gap`: the spectral alignment loss (SPEC.md 2) at `layer_pairs` on `images`,
+      what SpectralKD minimises.
+
+    Args:
+        teacher: the frozen teacher backbone (profiled once).
+        images: (N, H, W, 3) preprocessed images, run as one batch (a few hundred small ones).
+        layer_pairs: `[(student_unit, teacher_unit), ...]` for `spectral_gap`.
+        student: the backbone to measure; None: the trained model's `student` (a Distiller's),
+            else the trained model itself.
+    """
+
+    def __init__(self, teacher, images, layer_pairs, student=None):
+        super().__init__()
+        self.layer_pairs = tuple(tuple(pair) for pair in layer_pairs)
+        if not self.layer_pairs:
+            raise ValueError("SpectralTracker needs at least one layer pair for spectral_gap.")
+        self.images = np.asarray(keras.ops.convert_to_numpy(images), dtype=np.float32)
+        self.student = student
+        self.teacher_profile, maps = _profile_and_maps(teacher, self.images, "teacher")
+        self._teacher_maps = [maps[unit] for _, unit in self.layer_pairs]
+        self._probe = None  # (student object, its compiled probe)
+        self.profile = None  # the student's latest profile
+
+    def measure(self):
+        """The three numbers for the student's current weights (also sets `profile`)."""
+        student = self.student or getattr(self.model, "student", self.model)
+        if self._probe is None or self._probe[0] is not student:
+            probe = _probe_function(student, self.layer_pairs)
+            self._probe = (student, _compile_reading(probe, student))
+        maps, pair_outputs = self._probe[1](self.images, self._teacher_maps)
+        self.profile = profile_maps(maps, name="student", entropy=False)
+        return {
+            "level_distance": compare.level_distance(self.teacher_profile, self.profile),
+            "profile_r": compare.profile_correlation(self.teacher_profile, self.profile),
+            "spectral_gap": float(np.mean([keras.ops.convert_to_numpy(loss)
+                                           for loss, _ in pair_outputs])),
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.measure())
+
+
 PANEL_MIN_SIDE = 192  # pixels: a 4x3 spectrum is drawn as 192x144 in cells of solid colour
 PANEL_GAP = 8
 _LOG_FLOOR = 1e-12  # an exactly zero bin would break the log scale
 
 
 def render_pair_spectra(student, teacher, difference, cmap="magma"):
-    """Draws `pair_spectra`'s three magnitudes side by side as one RGB image, without matplotlib.
+    """Draws `_mean_magnitudes`' three magnitudes side by side as one RGB image, without matplotlib.
 
     Each panel is log10 of the magnitudes through `cmap` (dark low, bright high), every bin an
     integer-upscaled block of one colour (bins stay visible, nothing is interpolated). Student

@@ -1,4 +1,5 @@
-"""SpectralTensorBoard: events written during fit, read back with TensorBoard's EventAccumulator."""
+"""SpectralTensorBoard (events written during fit, read back with TensorBoard's EventAccumulator)
+and SpectralTracker (numbers added to the epoch logs)."""
 
 import os
 import re
@@ -12,7 +13,7 @@ from tensorboard.util import tensor_util
 from tiny_backbone import TinyBackbone
 
 from keras_spectralkd import Distiller
-from keras_spectralkd.callbacks import SpectralTensorBoard
+from keras_spectralkd.callbacks import SpectralTensorBoard, SpectralTracker
 
 PAIRS = [(0, 0), (1, 3)]
 
@@ -310,3 +311,35 @@ def test_bad_arguments(tmp_path, data):
     callback.set_model(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()]))
     with pytest.raises(ValueError, match="needs a Distiller"):
         callback.log_spectra(0)
+
+
+def test_the_tracker_logs_the_students_distance_to_its_teacher(tmp_path, data):
+    images, labels = data
+    teacher = TinyBackbone(width=8, depth=4, name="teacher")
+    student = TinyBackbone(width=4, depth=2, name="student")
+    distiller = Distiller(teacher, student, layer_pairs=PAIRS, mode="soft")
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    tracker = SpectralTracker(teacher, images[:4], PAIRS)
+    history = distiller.fit(images, labels, batch_size=4, epochs=2, verbose=0,
+                            callbacks=[tracker])
+    logs = history.history
+    assert len(logs["spectral_gap"]) == len(logs["profile_r"]) == len(logs["level_distance"]) == 2
+    # The last epoch's numbers, in numpy (float64) from the trained models' maps alone.
+    _, student_maps = student.forward_intermediates(images[:4])
+    _, teacher_maps = teacher.forward_intermediates(images[:4])
+    student_levels = np.array([numpy_intensity(m) for m in student_maps])
+    teacher_levels = np.array([numpy_intensity(m) for m in teacher_maps])
+    gap = np.mean([numpy_spectra(student_maps[s], teacher_maps[t])[0] for s, t in PAIRS])
+    np.testing.assert_allclose(logs["spectral_gap"][-1], gap, rtol=1e-4)
+    np.testing.assert_allclose(
+        logs["profile_r"][-1], numpy_profile_correlation(teacher_levels, student_levels),
+        rtol=1e-4)
+    aligned = np.interp(np.linspace(0, 1, 4), np.linspace(0, 1, 2), student_levels)
+    np.testing.assert_allclose(
+        logs["level_distance"][-1], np.sqrt(np.mean((aligned - teacher_levels) ** 2)), rtol=1e-4)
+    np.testing.assert_allclose(tracker.profile.intensity, student_levels, rtol=1e-5)
+    # A backbone trained alone is measured too (a control run), and pairs are required.
+    assert set(SpectralTracker(teacher, images[:4], PAIRS, student=student).measure()) == {
+        "level_distance", "profile_r", "spectral_gap"}
+    with pytest.raises(ValueError, match="at least one layer pair"):
+        SpectralTracker(teacher, images[:4], [])

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from keras_spectralkd import analysis
-from keras_spectralkd.analysis.tracking import SpectralTracker
+from keras_spectralkd.callbacks import SpectralTracker
 from keras_spectralkd.recipes import runner
 from keras_spectralkd.recipes.table import RECIPES
 from keras_spectralkd.training import checkpoint as checkpoint_lib
@@ -150,8 +150,7 @@ def run_arm(recipe, config, arm, arm_changes, seed, teacher, output_dir, log=pri
             f"{summary['final']['val_accuracy'] * 100:.2f}%), read back.")
         profile = analysis.Profile.load(profile_path)
     else:
-        tracker = SpectralTracker(None, teacher.model, teacher.images, teacher.pairs,
-                                  teacher_profile=teacher.profile)
+        tracker = SpectralTracker(teacher.model, teacher.images, teacher.pairs)
         summary = runner.run(recipe, run_config, callbacks=[tracker])
         if tracker.profile is None:  # resumed after its last epoch: measure the saved student
             import keras
