@@ -7,7 +7,8 @@ paired-seed comparisons.
   at the end. Large maps are processed in chunks of tokens to bound memory.
 - Student's t (`t_cdf`, `t_quantile`, pure Python, no SciPy), `mean_interval` and
   `paired_difference`: the intervals of the study's paired design (same initial weights and
-  batches per seed, one arm differing).
+  batches per seed, one arm differing); `paired_t_power` and `seeds_for_power`: how many seeds
+  a difference of a given size needs to be seen.
 """
 
 import math
@@ -251,3 +252,51 @@ def paired_difference(values, baseline, confidence=0.95):
     summary = mean_interval([values[s] - baseline[s] for s in seeds], confidence)
     summary["seeds"] = seeds
     return summary
+
+
+def _normal_cdf(x):
+    return 0.5 * np.array([math.erfc(-v / math.sqrt(2.0)) for v in np.ravel(x)]).reshape(
+        np.shape(x))
+
+
+def paired_t_power(effect, std, n, confidence=0.95):
+    """Power of the two-sided paired t-test at `n` seeds: the chance that the `confidence`
+    t-interval of the mean difference excludes zero when the true mean difference is `effect`
+    and the per-seed differences have standard deviation `std`.
+
+    Exact up to quadrature: with T = (Z + lambda) / S, lambda = effect sqrt(n) / std and
+    S^2 = V / (n - 1), V chi-square, the power is E[Phi(lambda - c S) + Phi(-lambda - c S)] for
+    the critical value c; the expectation is a midpoint sum over sqrt(V), whose density is
+    smooth and bounded for every n >= 2.
+    """
+    if int(n) != n or n < 2:
+        raise ValueError(f"n must be an integer >= 2; got {n!r}.")
+    if not (std > 0 and math.isfinite(std)) or not math.isfinite(effect):
+        raise ValueError(f"std must be finite and > 0, effect finite; got std={std!r}, "
+                         f"effect={effect!r}.")
+    df = int(n) - 1
+    critical = t_quantile(0.5 + confidence / 2.0, df)
+    shift = abs(effect) * math.sqrt(n) / std
+    # w = sqrt(V): density 2 w f_chi2(w^2), negligible beyond sqrt(df) + 12.
+    step = (math.sqrt(df) + 12.0) / 4000
+    w = (np.arange(4000) + 0.5) * step
+    log_density = (math.log(2.0) + (df - 1) * np.log(w) - w * w / 2.0
+                   - (df / 2.0 - 1.0) * math.log(2.0) - math.lgamma(df / 2.0) - math.log(2.0))
+    density = np.exp(log_density)
+    scale = w / math.sqrt(df)
+    inner = _normal_cdf(shift - critical * scale) + _normal_cdf(-shift - critical * scale)
+    return float(np.sum(density * inner) * step)
+
+
+def seeds_for_power(effect, std, power=0.8, confidence=0.95, max_seeds=10_000):
+    """The fewest seeds (>= 2) at which `paired_t_power` reaches `power`: e.g. how many seeds a
+    0.5-point difference needs, given the per-seed spread `std` of a study's differences."""
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power must be in (0, 1); got {power!r}.")
+    if effect == 0:
+        raise ValueError("effect must be non-zero: no number of seeds detects no difference.")
+    for n in range(2, max_seeds + 1):
+        if paired_t_power(effect, std, n, confidence) >= power:
+            return n
+    raise ValueError(f"More than {max_seeds} seeds would be needed for effect={effect!r} at "
+                     f"std={std!r}.")

@@ -66,6 +66,35 @@ def test_mean_interval_and_paired_difference():
     assert difference["std"] == pytest.approx(np.std([0.02, 0.01, 0.03], ddof=1))
 
 
+# Power of the two-sided paired t-test, from scipy's noncentral t (a separate implementation).
+@pytest.mark.parametrize("effect, std, n", [
+    (0.5, 1.0, 2), (0.5, 1.0, 34), (0.5, 0.3, 5), (1.0, 0.2, 3), (0.005, 0.004, 7),
+    (-0.3, 0.5, 12), (0.1, 1.0, 300),
+])
+def test_paired_t_power_matches_the_noncentral_t(effect, std, n):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    df = n - 1
+    critical = scipy_stats.t.ppf(0.975, df)
+    shift = effect * math.sqrt(n) / std
+    expected = scipy_stats.nct.sf(critical, df, shift) + scipy_stats.nct.cdf(-critical, df, shift)
+    assert statistics.paired_t_power(effect, std, n) == pytest.approx(expected, abs=1e-5)
+
+
+def test_seeds_for_power():
+    # The textbook case: a difference of half a standard deviation needs 34 pairs at 80% power
+    # (Cohen's d = 0.5, two-sided 5%); the answer is the first n past the target.
+    assert statistics.seeds_for_power(0.5, 1.0) == 34
+    assert statistics.paired_t_power(0.5, 1.0, 33) < 0.8 <= statistics.paired_t_power(0.5, 1.0, 34)
+    assert statistics.seeds_for_power(0.005, 0.004) == 8
+    assert statistics.seeds_for_power(100.0, 1.0) == 2  # the smallest design there is
+    with pytest.raises(ValueError, match="effect must be non-zero"):
+        statistics.seeds_for_power(0.0, 1.0)
+    with pytest.raises(ValueError, match="std must be finite and > 0"):
+        statistics.paired_t_power(0.5, float("nan"), 5)
+    with pytest.raises(ValueError, match="n must be an integer >= 2"):
+        statistics.paired_t_power(0.5, 1.0, 1)
+
+
 def test_bad_flags_are_usage_errors_without_traceback(capsys):
     assert study.main(["--arms=none,distill"]) == 2
     assert study.main(["--seeds=0,x"]) == 2
