@@ -6,13 +6,19 @@ It is a `keras.Model`: compile it, `fit` it, and every Keras feature keeps worki
 metrics, `tf.distribute`, `keras.distribution`, all three backends), because only `call`,
 `compute_loss` and `compute_metrics` are overridden, never `train_step`.
 
-The backbone protocol (SPEC.md 1, `keras_spectralkd.models.backbone`): a model used for the
-spectral term offers `forward_intermediates(images, indices, training) -> (logits, maps)` with
-(B, h, w, C) maps in the order of `indices`, and preferably `feature_info` (a list of dicts with
-`num_chs` and `grid`), which lets the Distiller check the layer pairs when it is built instead of
-failing inside a step. For modes `"none"`, `"soft"` and `"hard"` without layer pairs any
-classifier that maps images to logits works; `"soft"` and `"hard"` compare the two models'
-logits class by class, so their heads must have the same number of classes.
+Feature maps come one of two ways, chosen per model by how `layer_pairs` names its side:
+- unit indices (ints): the backbone protocol (SPEC.md 1, `keras_spectralkd.models.backbone`),
+  `forward_intermediates(images, indices, training) -> (logits, maps)` with (B, h, w, C) maps in
+  the order of `indices`, and preferably `feature_info` (a list of dicts with `num_chs` and
+  `grid`), which lets the Distiller check the layer pairs when it is built instead of failing
+  inside a step;
+- layer names (strs): any functional or Sequential model (a `keras.applications` CNN, a keras-hub
+  backbone, ours): `keras_spectralkd.taps.FeatureTap` builds once a functional model whose
+  outputs are the logits and the named layers' outputs, and lays each out as a (B, h, w, C) map
+  ((B, C, H, W) maps and (B, N, C) token sequences included; the rules are in `taps`).
+Either way each model runs ONCE per step. For modes `"none"`, `"soft"` and `"hard"` without layer
+pairs any classifier that maps images to logits works; `"soft"` and `"hard"` compare the two
+models' logits class by class, so their heads must have the same number of classes.
 """
 
 import math
@@ -21,7 +27,7 @@ import operator
 import keras
 from keras import ops
 
-from keras_spectralkd import _low_precision, spectral
+from keras_spectralkd import _low_precision, spectral, taps
 
 MODES = ("soft", "hard", "fft", "none")
 
@@ -80,11 +86,21 @@ def _unit_index(unit):
         return None
 
 
-def normalize_layer_pairs(layer_pairs):
-    """Checks `[(student_unit, teacher_unit), ...]`; returns a list of int tuples.
+def _unit(unit):
+    """A pair's entry as an int unit index or a layer name (a non-empty str), else None."""
+    if isinstance(unit, str):
+        return unit if unit else None
+    return _unit_index(unit)
 
-    Both unit lists must be strictly increasing (the reference sorts each list and pairs them by
-    position; we take explicit pairs and reject anything that sorting would silently reorder).
+
+def normalize_layer_pairs(layer_pairs):
+    """Checks `[(student, teacher), ...]`; returns a list of tuples of ints or layer names.
+
+    Each side is either unit indices (ints, of a backbone with `forward_intermediates`) or layer
+    names (strs, of a functional model), the same kind throughout that side. Unit indices must be
+    strictly increasing (the reference sorts each list and pairs them by position; we take
+    explicit pairs and reject anything that sorting would silently reorder); names, which no
+    one sorts, may come in any order. Nothing may be paired twice.
     """
     if layer_pairs is None:
         return []
@@ -101,7 +117,7 @@ def normalize_layer_pairs(layer_pairs):
             f"`layer_pairs` must be a list of (student_unit, teacher_unit) pairs; got "
             f"{layer_pairs!r}."
         ) from None
-    if len(given) == 2 and all(_unit_index(unit) is not None for unit in given):
+    if len(given) == 2 and all(_unit(unit) is not None for unit in given):
         raise ValueError(
             f"`layer_pairs` must be a list of (student_unit, teacher_unit) pairs; got "
             f"{layer_pairs!r}, one pair not in a list (write [{tuple(given)!r}])."
@@ -112,13 +128,13 @@ def normalize_layer_pairs(layer_pairs):
             student_unit, teacher_unit = pair
         except (TypeError, ValueError):
             student_unit = teacher_unit = None
-        student_unit, teacher_unit = _unit_index(student_unit), _unit_index(teacher_unit)
+        student_unit, teacher_unit = _unit(student_unit), _unit(teacher_unit)
         if student_unit is None or teacher_unit is None:
             raise ValueError(
                 f"Each layer pair must be (student_unit, teacher_unit) with two ints; got {pair!r} "
                 f"in layer_pairs={given!r}."
             )
-        if student_unit < 0 or teacher_unit < 0:
+        if any(isinstance(unit, int) and unit < 0 for unit in (student_unit, teacher_unit)):
             raise ValueError(
                 f"Layer pair {(student_unit, teacher_unit)} in layer_pairs={given!r}: unit "
                 "indices are 0-based and non-negative."
@@ -126,17 +142,29 @@ def normalize_layer_pairs(layer_pairs):
         pairs.append((student_unit, teacher_unit))
     for side, position in (("student", 0), ("teacher", 1)):
         units = [pair[position] for pair in pairs]
+        kinds = {type(unit) for unit in units}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"The {side} side of layer_pairs={pairs} mixes unit indices and layer names; "
+                "give one kind per side (names for a functional model, indices for a backbone "
+                "with forward_intermediates)."
+            )
         repeated = sorted({unit for unit in units if units.count(unit) > 1})
         if repeated:
             raise ValueError(
                 f"Duplicated {side} units {repeated} in layer_pairs={pairs}; each unit pairs once."
             )
-        if units != sorted(units):
+        if kinds == {int} and units != sorted(units):
             raise ValueError(
                 f"The {side} units of layer_pairs={pairs} are not increasing; list the pairs in "
                 "order, with both student and teacher units increasing."
             )
     return pairs
+
+
+def _named(units):
+    """Whether one side of normalised layer pairs names layers (else it indexes units)."""
+    return bool(units) and isinstance(units[0], str)
 
 
 def _num_units(model, info):
@@ -196,9 +224,11 @@ class Distiller(keras.Model):
         teacher: the teacher model (frozen here, run in inference mode, no gradient). May be None
             only for `mode="none"`. For `"soft"` and `"hard"` its head has the student's classes.
         student: the student model (another object than the teacher); the only trainable part.
-        layer_pairs: `[(student_unit, teacher_unit), ...]` (0-based, both increasing), the maps
-            aligned by the spectral loss; None or [] for no spectral term. SPEC.md 4 lists the
-            paper's pairs; `keras_spectralkd.analysis.select_layer_pairs` derives them.
+        layer_pairs: `[(student, teacher), ...]`, the maps aligned by the spectral loss; None or
+            [] for no spectral term. Each side is either unit indices of a backbone (0-based,
+            increasing; SPEC.md 4 lists the paper's pairs,
+            `keras_spectralkd.analysis.select_layer_pairs` derives them) or layer names of a
+            functional model, e.g. `[("conv3_block4_out", "conv4_block6_out")]`.
         mode: `"soft"` (CE + soft KD + spectral), `"hard"` (CE + hard KD + spectral), `"fft"`
             ((1 - alpha) CE + spectral, no logit KD) or `"none"` (CE only, full weight).
         alpha: weight of the logit KD term, in [0, 1]; CE gets (1 - alpha).
@@ -212,6 +242,11 @@ class Distiller(keras.Model):
             forward where the hardware has fast low-precision units, half the teacher's weight
             memory); `self.teacher` is that copy, so drop your own float32 teacher to free it.
             The student keeps its policy; the KD and spectral terms are still formed in float32.
+        grid_alignment: what a pair of maps on different spatial grids does (SPEC.md 2.1):
+            "equal" (a ValueError at construction: the paper's setting), "low_band" (compare the
+            frequencies of the common grid (min H, min W)), or None: "equal" when every pair
+            is given by unit indices, "low_band" when a side names layers (a CNN's 7x7 stage
+            against a ViT's 14x14 block is then the expected case, not a mistake).
 
     Soft KD is `tau^2 * KL(softmax(z_t / tau) || softmax(z_s / tau))` summed over classes and
     averaged over the batch (PyTorch `reduction="batchmean"`, as the SpectralKD reference). DeiT's
@@ -239,6 +274,7 @@ class Distiller(keras.Model):
         temperature=1.0,
         label_smoothing=0.1,
         teacher_dtype=None,
+        grid_alignment=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -274,12 +310,26 @@ class Distiller(keras.Model):
             )
         if mode == "fft" and not self.layer_pairs:
             raise ValueError("mode='fft' needs at least one layer pair; got layer_pairs=[].")
-        if self.layer_pairs:
-            self._check_pairs_against_models(teacher, student)
-
+        if grid_alignment is not None:
+            spectral.check_grid_alignment(grid_alignment)
+        self.grid_alignment = grid_alignment
+        named = _named(self.student_units) or _named(self.teacher_units)
+        self._alignment = grid_alignment or ("low_band" if named else "equal")
         self.teacher_dtype = _low_precision.check_teacher_dtype(teacher_dtype)
+        # The maps of named layers: one multi-output functional model per side, built once here
+        # (after the teacher's low-precision copy, which it must share weights with). Stored
+        # outside Keras' tracking: they share every layer with the models, which are tracked.
+        object.__setattr__(self, "_taps", {})
+        if self.layer_pairs:
+            if _named(self.student_units):
+                self._taps["student"] = taps.FeatureTap(student, self.student_units, "student")
+            if _named(self.teacher_units):
+                self._taps["teacher"] = taps.FeatureTap(teacher, self.teacher_units, "teacher")
+            self._check_pairs_against_models(teacher, student)
         if teacher is not None and self.teacher_dtype:
             teacher = _low_precision.in_dtype(teacher, self.teacher_dtype)
+            if "teacher" in self._taps:
+                self._taps["teacher"] = taps.FeatureTap(teacher, self.teacher_units, "teacher")
         self.teacher = teacher
         self.student = student
         if teacher is not None:
@@ -312,32 +362,43 @@ class Distiller(keras.Model):
         )
 
     def _check_pairs_against_models(self, teacher, student):
-        for role, model in (("teacher", teacher), ("student", student)):
-            if not hasattr(model, "forward_intermediates"):
-                raise ValueError(
-                    f"layer_pairs={self.layer_pairs} need feature maps, but the {role} "
-                    f"{getattr(model, 'name', model)!r} has no `forward_intermediates`; use a "
-                    "keras_spectralkd backbone or drop the pairs."
-                )
-        student_info = getattr(student, "feature_info", None)
-        teacher_info = getattr(teacher, "feature_info", None)
-        for pair in self.layer_pairs:
-            for role, model, info, unit in (
-                ("student", student, student_info, pair[0]),
-                ("teacher", teacher, teacher_info, pair[1]),
-            ):
-                count = _num_units(model, info)
-                if count is not None and unit >= count:
-                    raise ValueError(
-                        f"Layer pair {pair}: {role} unit {unit} is out of range; the {role} has "
-                        f"{count} units (0..{count - 1})."
-                    )
-            if student_info is None or teacher_info is None:
+        """Checks each pair's maps where their shapes are known before a step: from the taps
+        (named layers) or `feature_info` (unit indices)."""
+        shapes = {}
+        for role, model, units in (("teacher", teacher, self.teacher_units),
+                                   ("student", student, self.student_units)):
+            if role in self._taps:
+                shapes[role] = self._taps[role].map_shapes
+            else:
+                shapes[role] = self._unit_shapes(role, model, units)
+        for index, pair in enumerate(self.layer_pairs):
+            student_shape, teacher_shape = shapes["student"][index], shapes["teacher"][index]
+            if student_shape is None or teacher_shape is None:
                 continue
-            s_info, t_info = student_info[pair[0]], teacher_info[pair[1]]
-            s_shape = tuple(s_info.get("grid", (None, None))) + (s_info.get("num_chs"),)
-            t_shape = tuple(t_info.get("grid", (None, None))) + (t_info.get("num_chs"),)
-            spectral.check_pair_shapes((None,) + s_shape, (None,) + t_shape, pair)
+            spectral.check_pair_shapes(student_shape, teacher_shape, pair, self._alignment)
+
+    def _unit_shapes(self, role, model, units):
+        """(None, h, w, C) of each unit from `feature_info` (None per unit where unknown), after
+        checking that the model has `forward_intermediates` and that the units are in range."""
+        if not hasattr(model, "forward_intermediates"):
+            raise ValueError(
+                f"layer_pairs={self.layer_pairs} need feature maps, but the {role} "
+                f"{getattr(model, 'name', model)!r} has no `forward_intermediates`; use a "
+                "keras_spectralkd backbone, name its layers (a functional model), or drop the "
+                "pairs."
+            )
+        info = getattr(model, "feature_info", None)
+        count = _num_units(model, info)
+        for pair, unit in zip(self.layer_pairs, units):
+            if count is not None and unit >= count:
+                raise ValueError(
+                    f"Layer pair {pair}: {role} unit {unit} is out of range; the {role} has "
+                    f"{count} units (0..{count - 1})."
+                )
+        if info is None:
+            return [None] * len(units)
+        return [(None,) + tuple(info[unit].get("grid", (None, None))) + (info[unit].get("num_chs"),)
+                for unit in units]
 
     # === Forward ===
     def build(self, input_shape):
@@ -407,9 +468,12 @@ class Distiller(keras.Model):
                 )
 
     def _intermediates(self, role, x, training):
-        """`forward_intermediates` of the student or teacher at its units of `layer_pairs`, with
+        """The logits and maps of the student or teacher at its side of `layer_pairs`, from one
+        forward: the tap of named layers, or `forward_intermediates` of unit indices (with
         out-of-range units of a backbone without `feature_info` and maps that are not
-        (B, H, W, C) reported as ValueErrors at the first step."""
+        (B, H, W, C) reported as ValueErrors at the first step)."""
+        if role in self._taps:
+            return self._taps[role](x, training=training)
         model = self.student if role == "student" else self.teacher
         units = self.student_units if role == "student" else self.teacher_units
         try:
@@ -512,7 +576,8 @@ class Distiller(keras.Model):
                 total = total + self.alpha * kd
             if self.layer_pairs:
                 spectral_loss, pair_losses = spectral.spectral_alignment_loss(
-                    y_pred["maps"], teacher_maps, return_pair_losses=True
+                    y_pred["maps"], teacher_maps, return_pair_losses=True,
+                    grid_alignment=self._alignment,
                 )
                 total = total + (self.beta * self.spectral_weight) * spectral_loss
         batch = ops.shape(logits)[0]
@@ -551,6 +616,7 @@ class Distiller(keras.Model):
             temperature=self.temperature,
             label_smoothing=self.label_smoothing,
             teacher_dtype=self.teacher_dtype,
+            grid_alignment=self.grid_alignment,
         )
         return config
 

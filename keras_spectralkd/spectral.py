@@ -20,6 +20,7 @@ __all__ = [
     "channel_pooling_matrix",
     "spectral_pair_loss",
     "spectral_alignment_loss",
+    "common_grid",
     "channel_spectrum",
     "frequency_intensity",
 ]
@@ -89,6 +90,43 @@ def _rfft2_channels_first(x):
     return real * scale, imag * scale
 
 
+def _low_band_channels_first(x, grid):
+    """The ortho rfft2 bins of a (B, H, W, C) map at the frequencies of the coarser `grid`
+    (h <= H, w <= W), on that grid's orthonormal scale; layout (B, C, w//2 + 1, h).
+
+    The frequencies kept are those of an (h, w) grid: rows `fftfreq(h) * h` of the H axis,
+    columns 0..w//2 of the W axis. Scaling the unnormalised DFT by sqrt(h * w) / (H * W) instead
+    of 1 / sqrt(H * W) is what band-limited resampling onto (h, w) does, so a map and its exact
+    subsampling give the same bins (SPEC.md 2.1). For (h, w) == (H, W) this is
+    `_rfft2_channels_first`.
+    """
+    height, width = x.shape[1], x.shape[2]
+    grid_h, grid_w = grid
+    x = ops.transpose(x, (0, 3, 1, 2))  # (B, C, H, W)
+    real, imag = ops.rfft(x)  # over W: (B, C, H, W//2+1)
+    # Columns above the coarse grid's Nyquist are dropped before the second FFT: less work.
+    real = ops.transpose(real[..., : grid_w // 2 + 1], (0, 1, 3, 2))  # (B, C, w//2+1, H)
+    imag = ops.transpose(imag[..., : grid_w // 2 + 1], (0, 1, 3, 2))
+    real, imag = ops.fft((real, imag))  # over H
+    if grid_h < height:
+        # Rows 0..ceil(h/2)-1 and the last floor(h/2): the integer frequencies of fftfreq(h).
+        keep_low, keep_high = (grid_h + 1) // 2, grid_h // 2
+        parts_real, parts_imag = [real[..., :keep_low]], [imag[..., :keep_low]]
+        if keep_high:
+            parts_real.append(real[..., height - keep_high:])
+            parts_imag.append(imag[..., height - keep_high:])
+        real = ops.concatenate(parts_real, axis=-1)
+        imag = ops.concatenate(parts_imag, axis=-1)
+    scale = math.sqrt(grid_h * grid_w) / (height * width)
+    return real * scale, imag * scale
+
+
+def common_grid(student_shape, teacher_shape):
+    """(min H, min W) of two (B, H, W, C) shapes: the grid whose frequencies both maps hold."""
+    return (min(int(student_shape[1]), int(teacher_shape[1])),
+            min(int(student_shape[2]), int(teacher_shape[2])))
+
+
 # === Channel alignment ===
 def channel_pooling_matrix(in_channels, out_channels):
     """(in, out) averaging matrix with PyTorch adaptive-average-pool semantics.
@@ -135,11 +173,27 @@ def pool_channels(x, num_channels):
 
 
 # === The loss ===
-def check_pair_shapes(student_shape, teacher_shape, pair=None):
-    """Validates one (student, teacher) pair of (B, H, W, C) shapes; raises a clear ValueError."""
+GRID_ALIGNMENTS = ("equal", "low_band")
+
+
+def check_grid_alignment(grid_alignment):
+    """`grid_alignment` if it is one of `GRID_ALIGNMENTS`, else a ValueError naming it."""
+    if grid_alignment not in GRID_ALIGNMENTS:
+        raise ValueError(
+            f"`grid_alignment` must be one of {GRID_ALIGNMENTS}; got {grid_alignment!r}."
+        )
+    return grid_alignment
+
+
+def check_pair_shapes(student_shape, teacher_shape, pair=None, grid_alignment="equal"):
+    """Validates one (student, teacher) pair of (B, H, W, C) shapes; raises a clear ValueError.
+
+    With `grid_alignment="low_band"` the grids may differ (SPEC.md 2.1); the channels are
+    checked either way.
+    """
     where = "" if pair is None else f" for layer pair {pair}"
     student_shape, teacher_shape = tuple(student_shape), tuple(teacher_shape)
-    if student_shape[1:3] != teacher_shape[1:3]:
+    if grid_alignment != "low_band" and student_shape[1:3] != teacher_shape[1:3]:
         raise ValueError(
             f"Spatial grids differ{where}: student map {student_shape} vs teacher map "
             f"{teacher_shape} (B, H, W, C); the spectral loss needs equal (H, W)."
@@ -153,7 +207,7 @@ def check_pair_shapes(student_shape, teacher_shape, pair=None):
             )
 
 
-def spectral_pair_loss(student_map, teacher_map, grid=None):
+def spectral_pair_loss(student_map, teacher_map, grid=None, grid_alignment="equal"):
     """SpectralKD loss of one pair of maps (SPEC.md 2.1-2.4).
 
     The teacher's channels are average-pooled down to the student's (no parameters), both maps
@@ -161,24 +215,37 @@ def spectral_pair_loss(student_map, teacher_map, grid=None):
     difference of the real and imaginary parts, i.e.
     `sum |X_s - X_t|^2 / (2 * B * C * H * (W//2 + 1))`. Phase is kept.
 
-    The FFT is linear, so it is taken once, of `F_s - pool(F_t)`; this equals transforming both.
+    The FFT is linear, so on equal grids it is taken once, of `F_s - pool(F_t)`; this equals
+    transforming both.
 
     Args:
         student_map: (B, H, W, C_s) map, or (B, N, C_s) tokens with `grid`.
-        teacher_map: (B, H, W, C_t) map, or (B, N, C_t) tokens with `grid`; C_t >= C_s.
+        teacher_map: (B, H', W', C_t) map, or (B, N, C_t) tokens with `grid`; C_t >= C_s.
         grid: (H, W) for token inputs.
+        grid_alignment: "equal" (the paper's setting: (H, W) == (H', W'), else a ValueError) or
+            "low_band": maps on different grids are compared on the frequencies of the common
+            grid (min(H, H'), min(W, W')), each on that grid's orthonormal scale (SPEC.md 2.1);
+            on equal grids both give the same loss.
     Returns:
         scalar float32 tensor.
     """
+    check_grid_alignment(grid_alignment)
     student_map = as_feature_map(student_map, grid, "student map")
     teacher_map = as_feature_map(teacher_map, grid, "teacher map")
-    check_pair_shapes(student_map.shape, teacher_map.shape)
+    check_pair_shapes(student_map.shape, teacher_map.shape, grid_alignment=grid_alignment)
     teacher_map = pool_channels(teacher_map, student_map.shape[-1])
-    real, imag = _rfft2_channels_first(student_map - teacher_map)
+    if student_map.shape[1:3] == teacher_map.shape[1:3]:
+        real, imag = _rfft2_channels_first(student_map - teacher_map)
+    else:
+        band = common_grid(student_map.shape, teacher_map.shape)
+        student_real, student_imag = _low_band_channels_first(student_map, band)
+        teacher_real, teacher_imag = _low_band_channels_first(teacher_map, band)
+        real, imag = student_real - teacher_real, student_imag - teacher_imag
     return 0.5 * (ops.mean(ops.square(real)) + ops.mean(ops.square(imag)))
 
 
-def spectral_alignment_loss(student_maps, teacher_maps, grid=None, return_pair_losses=False):
+def spectral_alignment_loss(student_maps, teacher_maps, grid=None, return_pair_losses=False,
+                            grid_alignment="equal"):
     """Unweighted mean of `spectral_pair_loss` over paired lists of maps (SPEC.md 2.5).
 
     Args:
@@ -186,6 +253,7 @@ def spectral_alignment_loss(student_maps, teacher_maps, grid=None, return_pair_l
         teacher_maps: list of P teacher maps, paired by position.
         grid: (H, W) for token inputs (the same for every pair).
         return_pair_losses: also return the list of the P per-pair losses.
+        grid_alignment: "equal" or "low_band", as in `spectral_pair_loss`.
     Returns:
         scalar float32 tensor (and the list of per-pair losses if asked).
     """
@@ -201,7 +269,8 @@ def spectral_alignment_loss(student_maps, teacher_maps, grid=None, return_pair_l
             "paired by position and must have the same length."
         )
     pair_losses = [
-        spectral_pair_loss(s, t, grid) for s, t in zip(student_maps, teacher_maps)
+        spectral_pair_loss(s, t, grid, grid_alignment)
+        for s, t in zip(student_maps, teacher_maps)
     ]
     total = ops.mean(ops.stack(pair_losses))
     if return_pair_losses:

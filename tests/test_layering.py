@@ -14,7 +14,8 @@ in a lower layer; parts in the same layer are independent and may not import eac
 1. `spectral` (the loss math), `models` (backbones, and loading their weights: `models.create`
    and its timm conversion, `models/timm/`), `data` (input pipelines): the three sources that
    data flows out of (data -> model -> loss), each needing nothing else of ours above layer 0;
-   beside them `_low_precision` (a model's bfloat16/float16 copy, for the Distiller's teacher).
+   beside them `_low_precision` (a model's bfloat16/float16 copy, for the Distiller's teacher)
+   and `taps` (named layers' maps of any functional model, for the Distiller and the analysis).
 2. `convert` (the public name of the timm conversion in `models`), `distiller` (models +
    spectral loss), `analysis` (reads backbones' maps), `training` (schedules, optimizer, EMA,
    checkpoints, the fit loop: generic Keras utilities; they may know about models, never about
@@ -40,7 +41,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / PACKAGE
 API = "(the package __init__)"
 LAYERS = [
     ("_startup", "_keras_internals"),
-    ("spectral", "models", "data", "_low_precision"),
+    ("spectral", "models", "data", "_low_precision", "taps"),
     ("convert", "distiller", "analysis", "training"),
     ("callbacks", "distillation_loss"),
     (API,),
