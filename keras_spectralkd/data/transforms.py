@@ -1,37 +1,34 @@
-"""DeiT's image transforms for tf.data, built from Keras core augmentation layers (SPEC.md 7).
+"""DeiT's image transforms for tf.data, equal to timm's (SPEC.md 7; docs/data.md).
 
 Train (per image): RandomResizedCrop(224, scale 0.08-1, ratio 3/4-4/3, bicubic) -> horizontal
-flip -> RandAugment (m9, mstd 0.5) -> normalise (ImageNet mean/std) -> RandomErasing (p 0.25,
-per-pixel normal noise). MixUp / CutMix are available on batches and off by default, as in the
-reference. Eval: resize the shorter side to 256 (bicubic) -> center crop 224 -> normalise.
+flip -> RandAugment (`rand-m9-mstd0.5-inc1`) -> normalise (ImageNet mean/std) ->
+RandomErasing (p 0.25, per-pixel normal noise). No colour jitter: timm's `create_transform`
+turns it off when RandAugment is on, as with DeiT's arguments. MixUp / CutMix are available on
+batches and off by default, as in the reference. Eval: resize the shorter side to 256
+(bicubic) -> center crop 224 -> normalise.
 
-Everything here runs inside `tf.data` (which the Keras layers support on every backend) and
-returns float32 channels-last images, so the pipelines feed `fit` on TensorFlow, JAX and torch.
+Every random draw (crop box, flip, RandAugment's operations, magnitudes and signs, the erased
+box and its noise) comes from the stateless per-image seed given to the call, so a transform
+is a pure function of (image, seed). Everything runs inside `tf.data` and returns float32
+channels-last images, so the pipelines feed `fit` on TensorFlow, JAX and torch.
 
-How this differs from timm's `rand-m9-mstd0.5-inc1` (the reference's transform), and why:
-- Keras core has the same 15 operations (AutoContrast, Equalize, Invert, Rotate, Posterize,
-  Solarize, SolarizeAdd, Color, Contrast, Brightness, Sharpness, ShearX/Y, TranslateX/Y), but its
-  layers draw each strength uniformly from a range instead of timm's fixed magnitude plus a
-  N(0, 0.5) jitter. Where a Keras layer takes a (low, high) range with a random sign (Shear) we
-  use magnitudes 8.5-9.5 (timm's m9 +- one mstd); elsewhere the range runs from 0 (or the
-  identity) to timm's strength at m9.5, so our average strength is lower than timm's.
-- Color can only desaturate in Keras (timm also over-saturates); Brightness is additive in Keras
-  (timm multiplies) and is set to a comparable mean shift (+-0.36 of the range); SolarizeAdd
-  adds to every pixel (timm only below 128).
-- Equalize is PIL's algorithm written in TensorFlow (Keras' `Equalization` takes ~10 s to
-  trace inside tf.data when the global backend is JAX); the 14 others are Keras layers.
-- As in timm: 2 operations per image, drawn uniformly with replacement, each applied with
-  probability 0.5, chosen independently for every image (Keras' own `RandAugment` layer draws
-  one choice per batch and spans much larger strengths, e.g. rotations up to 180 degrees).
-- RandomResizedCrop uses `tf.image.sample_distorted_bounding_box` (10 attempts, aspect ratio
-  drawn uniformly, not log-uniformly; falls back to the whole image, timm to a center crop).
-- Random erasing is timm's algorithm written in TensorFlow (`random_erasing`: area U(0.02, 1/3),
-  log-uniform aspect ratio in 0.3-3.3, up to 10 draws, N(0, 1) noise per pixel in normalised
-  space as timm's `mode="pixel"`), seeded per image like the crop and the flip. Keras'
-  `RandomErasing` draws the box's sides as independent sqrt-uniform fractions of the image's
-  (a box shaped like the image, not square on average) and draws a whole image of noise.
-- Resizing is TensorFlow's bicubic with antialiasing when downscaling (PIL's bicubic, used by
-  timm, also filters when downscaling; values differ by small interpolation error).
+Against timm (tests/data/test_rand_augment.py, test_transforms.py):
+- RandAugment's 15 operations are PIL's arithmetic (what timm calls) in TensorFlow, on integer
+  pixels: equal to timm's pixel for pixel, the geometric ones through PIL's bicubic transform
+  kernel (a = -1) with timm's per-channel fill. The draws follow timm: two operations with
+  replacement, each applied with probability 0.5, magnitude N(9, 0.5) clipped to [0, 10] per
+  operation, a random sign for the signed ones. One difference: at a drawn magnitude of 10,
+  PosterizeIncreasing keeps 0 bits (a black image, Pillow < 11's result), where timm with
+  Pillow >= 11 raises (its posterize accepts 1-8 bits only); it happens to 2.3% of Posterize
+  draws.
+- The crop box is timm's `get_params` (area, log-uniform aspect, position, the center-crop
+  fallback), except that a box rounded to a zero side is redrawn instead of failing.
+- Resizing is TensorFlow's bicubic (a = -0.5) with antialiasing when downscaling; PIL's
+  bicubic resize (timm's) also filters when downscaling: the two differ by interpolation error
+  (bounded in the tests); both round to integer pixels as PIL's uint8 does.
+- Random erasing is timm's algorithm (`random_erasing`: area U(0.02, 1/3), log-uniform
+  aspect ratio in 0.3-3.3, up to 10 draws, N(0, 1) noise per pixel in normalised space as
+  timm's `mode="pixel"`).
 """
 
 import math
@@ -42,8 +39,6 @@ import tensorflow as tf
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_CROP_PCT = 0.875  # resize 256 -> crop 224 (DeiT)
-# timm's fill for geometric ops: the ImageNet mean in pixel units (one value: Keras takes one).
-FILL_VALUE = round(255 * sum(IMAGENET_MEAN) / 3)
 
 
 # === Helpers ===
@@ -126,9 +121,47 @@ def resize_shorter_and_center_crop(image, image_size, crop_pct=DEFAULT_CROP_PCT,
     image = resize(image, tf.stack([new_h, new_w]), method)
     top = tf.cast(tf.round(tf.cast(new_h - height, tf.float32) / 2.0), tf.int32)
     left = tf.cast(tf.round(tf.cast(new_w - width, tf.float32) / 2.0), tf.int32)
-    image = image[top:top + height, left:left + width]
+    # Rounded as PIL's resize (timm's eval transform) rounds to uint8.
+    image = tf.round(image[top:top + height, left:left + width])
     image.set_shape((height, width, 3))
     return image
+
+
+def crop_window(shape, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts=10):
+    """timm's `RandomResizedCropAndInterpolation.get_params` with a stateless `seed`.
+
+    Up to `attempts` draws of an area U(scale) x the image's and an aspect ratio (width /
+    height) log-uniform in `ratio`, sides rounded half to even as Python's round; the first
+    that fits is placed uniformly (both ends included). If none fits: the center crop of the
+    whole image clamped to `ratio` (torchvision's and timm's fallback).
+
+    Args:
+        shape: the image's shape, (H, W, ...) int tensor.
+        seed: a (2,) int tensor.
+    Returns:
+        (top, left, height, width) int32 scalars.
+    """
+    height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    draws = tf.random.stateless_uniform((4, attempts), tf.cast(seed, tf.int64), dtype=tf.float64)
+    area = (scale[0] + (scale[1] - scale[0]) * draws[0]) * (height * width)
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = tf.exp(log_low + (log_high - log_low) * draws[1])
+    crop_w = tf.round(tf.sqrt(area * aspect))
+    crop_h = tf.round(tf.sqrt(area / aspect))
+    fits = (crop_w <= width) & (crop_h <= height) & (crop_w >= 1) & (crop_h >= 1)
+    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+    # random.randint(0, H - h) includes both ends.
+    top = tf.floor(draws[2, first] * (height - crop_h[first] + 1))
+    left = tf.floor(draws[3, first] * (width - crop_w[first] + 1))
+    in_ratio = width / height
+    fallback_w = tf.where(in_ratio > max(ratio), tf.round(height * max(ratio)), width)
+    fallback_h = tf.where(in_ratio < min(ratio), tf.round(width / min(ratio)), height)
+    found = tf.reduce_any(fits)
+    crop_h = tf.where(found, crop_h[first], fallback_h)
+    crop_w = tf.where(found, crop_w[first], fallback_w)
+    top = tf.where(found, tf.minimum(top, height - crop_h), tf.floor((height - crop_h) / 2))
+    left = tf.where(found, tf.minimum(left, width - crop_w), tf.floor((width - crop_w) / 2))
+    return tuple(tf.cast(v, tf.int32) for v in (top, left, crop_h, crop_w))
 
 
 def random_resized_crop(image, image_size, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
@@ -143,22 +176,12 @@ def random_resized_crop(image, image_size, seed, scale=(0.08, 1.0), ratio=(3 / 4
         scale: range of the crop's area as a fraction of the image.
         ratio: range of the crop's aspect ratio (width / height).
     Returns:
-        (h, w, 3) float32 in [0, 255].
+        (h, w, 3) float32 integers in [0, 255].
     """
     size = _as_pair(image_size, "image_size")
 
     def window(shape):
-        begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            shape,
-            bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
-            seed=seed,
-            min_object_covered=0.0,
-            aspect_ratio_range=ratio,
-            area_range=scale,
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        return begin[0], begin[1], crop_size[0], crop_size[1]
+        return crop_window(shape, seed, scale, ratio)
 
     def crop_decoded(decoded):
         top, left, height, width = window(tf.shape(decoded))
@@ -179,7 +202,8 @@ def random_resized_crop(image, image_size, seed, scale=(0.08, 1.0), ratio=(3 / 4
     else:
         crop = crop_decoded(decode_image(image))
     crop = decode_image(crop)
-    out = resize(crop, size, method)
+    # Rounded as PIL's resize (timm's) rounds to uint8: RandAugment works on those integers.
+    out = tf.round(resize(crop, size, method))
     out.set_shape(size + (3,))
     return out
 
@@ -242,7 +266,7 @@ def random_erasing(image, seed, probability=0.25, scale=(0.02, 1.0 / 3.0), ratio
                    lambda: tf.identity(image))
 
 
-# === RandAugment ===
+# === RandAugment helpers: PIL's operations in TensorFlow ===
 def equalize(image):
     """PIL's `ImageOps.equalize` (what timm applies), per channel, on (H, W, 3) in [0, 255]."""
 
@@ -259,21 +283,192 @@ def equalize(image):
     return tf.stack([channel(image[..., c]) for c in range(3)], axis=-1)
 
 
-class RandAugment:
-    """timm-style RandAugment (`rand-m9-mstd0.5-inc1`) made of Keras core layers, per image.
+# === RandAugment: timm's `rand-m9-mstd0.5-inc1`, with PIL's arithmetic ===
+# timm's geometric ops fill what they uncover with the ImageNet mean in pixels, per channel
+# (`img_mean` in timm's `create_transform`: round(255 * mean) = (124, 116, 104)).
+FILL_COLOR = tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN)
+# timm's magnitude scale: a magnitude m gives an op's strength m / 10 of its maximum.
+_LEVEL_DENOM = 10.0
 
-    Each image gets `num_ops` operations drawn uniformly (with replacement) from the 15 of timm's
-    "increasing" set, each applied with probability `prob`; only the chosen operation is
-    computed. See the module docstring for how the strengths map onto the Keras layers.
+
+def _blend(degenerate, image, factor):
+    """PIL's `Image.blend(degenerate, image, factor)` (what every `ImageEnhance` does): in
+    float32 as PIL's C code (`float alpha`), then truncated and clipped to [0, 255]."""
+    factor = tf.cast(factor, tf.float32)
+    return tf.floor(tf.clip_by_value(degenerate + factor * (image - degenerate), 0.0, 255.0))
+
+
+def _grayscale(image):
+    """PIL's RGB -> L conversion, (H, W, 1): (19595 R + 38470 G + 7471 B + 2^15) >> 16."""
+    pixels = tf.cast(image, tf.int32)
+    weighted = tf.reduce_sum(pixels * tf.constant([19595, 38470, 7471], tf.int32), -1,
+                             keepdims=True)
+    return tf.cast(tf.bitwise.right_shift(weighted + 32768, 16), tf.float32)
+
+
+def _smooth(image):
+    """PIL's `ImageFilter.SMOOTH` (3x3 kernel of ones with 5 in the middle, / 13, rounded);
+    the one-pixel border is copied unchanged, as PIL does."""
+    pixels = tf.cast(image, tf.int32)
+    height, width = tf.shape(pixels)[0], tf.shape(pixels)[1]
+    total = 4 * pixels[1:height - 1, 1:width - 1]
+    for dy in range(3):
+        for dx in range(3):
+            total += pixels[dy:height - 2 + dy, dx:width - 2 + dx]
+    # floor(S / 13 + 0.5) in integers: PIL's float sum is never within 1/13 of a tie.
+    inner = tf.cast((2 * total + 13) // 26, tf.float32)
+    padding = [[1, 1], [1, 1], [0, 0]]
+    inside = tf.pad(tf.ones_like(inner, tf.bool), padding)
+    return tf.where(inside, tf.pad(inner, padding), tf.cast(image, tf.float32))
+
+
+def _float64(value):
+    """A float64 tensor of `value`; a Python float goes straight to float64 (tf.cast would
+    round it through float32 first)."""
+    if tf.is_tensor(value):
+        return tf.cast(value, tf.float64)
+    return tf.constant(value, tf.float64)
+
+
+def _cubic(v1, v2, v3, v4, d):
+    """PIL's transform kernel (`BICUBIC` in Geometry.c: a = -1), same operation order."""
+    p1 = v2
+    p2 = -v1 + v3
+    p3 = 2 * (v1 - v2) + v3 - v4
+    p4 = -v1 + v2 - v3 + v4
+    return p1 + d * (p2 + d * (p3 + d * p4))
+
+
+def affine_bicubic(image, coefficients, fill=FILL_COLOR):
+    """PIL's `image.transform(size, Image.AFFINE, coefficients, Image.BICUBIC, fillcolor=fill)`.
+
+    The output pixel (x, y) samples the input at (a x' + b y' + c, d x' + e y' + f) with
+    x' = x + 0.5, y' = y + 0.5, through PIL's bicubic (a = -1, edges clamped, float64,
+    truncated to integers); pixels sampling outside the image get `fill`.
 
     Args:
-        num_ops: operations per image (2).
-        magnitude: timm's magnitude on its 0-10 scale (9).
-        magnitude_std: timm's magnitude jitter (0.5); sets the span of the strength ranges.
-        prob: probability of applying each drawn operation (0.5, timm's default).
-        fill_value: pixel value filling the area uncovered by rotations/shears/translations.
-        seed: seed of the Keras layers' random generators.
-    Call: `(image (H, W, 3) float in [0, 255], seed (2,) int tensor) -> same shape, float32`.
+        image: (H, W, 3) float32 holding integers in [0, 255].
+        coefficients: six float64 scalars (a, b, c, d, e, f), PIL's inverse affine map.
+        fill: the (r, g, b) of uncovered pixels.
+    Returns:
+        (H, W, 3) float32 integers.
+    """
+    a, b, c, d, e, f = (_float64(v) for v in coefficients)
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    rows = tf.cast(tf.range(height), tf.float64)[:, None] + 0.5
+    cols = tf.cast(tf.range(width), tf.float64)[None, :] + 0.5
+    x_in = a * cols + b * rows + c
+    y_in = d * cols + e * rows + f
+    h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+    inside = (x_in >= 0.0) & (x_in < w) & (y_in >= 0.0) & (y_in < h)
+    x_in, y_in = x_in - 0.5, y_in - 0.5
+    x0, y0 = tf.floor(x_in), tf.floor(y_in)
+    dx, dy = (x_in - x0)[..., None], (y_in - y0)[..., None]
+    # PIL clamps the four columns and (through its row fallbacks) the four rows to the image.
+    x0 = tf.cast(tf.clip_by_value(x0, -8.0, w + 8.0), tf.int32) - 1
+    y0 = tf.cast(tf.clip_by_value(y0, -8.0, h + 8.0), tf.int32) - 1
+    flat = tf.reshape(tf.cast(image, tf.float64), [-1, 3])
+    columns = [tf.clip_by_value(x0 + k, 0, width - 1) for k in range(4)]
+    row_values = []
+    for k in range(4):
+        row = tf.clip_by_value(y0 + k, 0, height - 1) * width
+        taps = [tf.gather(flat, row + column) for column in columns]
+        row_values.append(_cubic(*taps, dx))
+    value = _cubic(*row_values, dy)
+    out = tf.cast(tf.floor(tf.clip_by_value(value, 0.0, 255.0)), tf.float32)
+    fill = tf.broadcast_to(tf.constant(fill, tf.float32), tf.shape(out))
+    return tf.where(inside[..., None], out, fill)
+
+
+def _rotate(image, degrees, fill):
+    """PIL's `image.rotate(degrees, BICUBIC, fillcolor=fill)` about the image's centre."""
+    angle = tf.math.floormod(_float64(degrees), 360.0)
+    theta = -(angle * (math.pi / 180.0))
+
+    def round15(value):  # PIL rounds the matrix to 15 decimals
+        return tf.round(value * 1e15) / 1e15
+
+    cos, sin = round15(tf.cos(theta)), round15(tf.sin(theta))
+    shape = tf.cast(tf.shape(image), tf.float64)
+    center_x, center_y = shape[1] / 2.0, shape[0] / 2.0
+    c = cos * -center_x + sin * -center_y + 0.0 + center_x
+    f = -sin * -center_x + cos * -center_y + 0.0 + center_y
+    # PIL copies the image for a zero angle (the bicubic would too, exactly).
+    return tf.cond(angle == 0.0, lambda: tf.identity(image),
+                   lambda: affine_bicubic(image, (cos, sin, c, -sin, cos, f), fill))
+
+
+def _pixels(image):
+    return tf.cast(image, tf.int32)
+
+
+def _auto_contrast(image):
+    """PIL's `ImageOps.autocontrast(image)`: each channel stretched from [min, max] to
+    [0, 255] with int(x * scale + offset); a constant channel is left alone."""
+    image64 = tf.cast(image, tf.float64)
+    low = tf.reduce_min(image64, axis=[0, 1])
+    high = tf.reduce_max(image64, axis=[0, 1])
+    scale = 255.0 / tf.maximum(high - low, 1.0)
+    offset = -low * scale
+    out = tf.floor(tf.clip_by_value(image64 * scale + offset, 0.0, 255.0))
+    return tf.cast(tf.where(high > low, out, image64), tf.float32)
+
+
+def _posterize(image, bits):
+    """PIL's `ImageOps.posterize`: keep the top `bits` bits (0 bits: black, as Pillow before
+    its 1-8 check; timm's m10 asks for 0 bits, which Pillow >= 11 refuses)."""
+    shift = 8 - tf.cast(bits, tf.int32)
+    out = tf.bitwise.left_shift(tf.bitwise.right_shift(_pixels(image), shift), shift)
+    return tf.cast(out, tf.float32)
+
+
+def _solarize(image, threshold):
+    """PIL's `ImageOps.solarize`: pixels >= threshold become 255 - x."""
+    return tf.where(image < tf.cast(threshold, tf.float32), image, 255.0 - image)
+
+
+def _solarize_add(image, add):
+    """timm's `solarize_add`: pixels < 128 get `add` more, capped at 255."""
+    return tf.where(image < 128.0, tf.minimum(image + tf.cast(add, tf.float32), 255.0), image)
+
+
+def _contrast_degenerate(image):
+    """PIL's `ImageEnhance.Contrast` degenerate: the grey image's mean, int(mean + 0.5)."""
+    gray = tf.cast(_grayscale(image), tf.float64)
+    mean = tf.reduce_sum(gray) / tf.cast(tf.size(gray), tf.float64)
+    return tf.cast(tf.floor(mean + 0.5), tf.float32)
+
+
+def _truncate(value):
+    """Python's int() of a non-negative float64."""
+    return tf.floor(value)
+
+
+class RandAugment:
+    """timm's RandAugment (`rand-m9-mstd0.5-inc1`, DeiT's `--aa`) for one image, stateless.
+
+    Each image gets `num_ops` operations drawn uniformly, with replacement, from timm's 15
+    "increasing" operations; each is applied with probability `prob`, at a magnitude drawn
+    from N(magnitude, magnitude_std) clipped to [0, magnitude_max], with a random sign for
+    the signed ones (rotation, shears, translations, and the enhance factors 1 +- 0.9 m / 10).
+    Every operation is PIL's arithmetic written in TensorFlow (what timm calls), on integer
+    pixels: the point operations equal PIL's exactly, the geometric ones use PIL's bicubic
+    transform kernel (tests/data/test_rand_augment.py holds each against timm's). Every draw
+    comes from the per-image seed given to the call, so the result is a function of it.
+
+    Args:
+        num_ops: operations per image (timm's `n`, 2).
+        magnitude: timm's magnitude on its 0-10 scale (`m`, 9).
+        magnitude_std: the magnitude's per-operation jitter (`mstd`, 0.5); `inf` draws it
+            uniformly in [0, magnitude] (timm's `mstd101`).
+        magnitude_max: the upper clip of a drawn magnitude (timm's `mmax`, 10).
+        prob: probability of applying each drawn operation (timm's `p`, 0.5).
+        translate_pct: the largest translation, a fraction of the side (timm's 0.45).
+        fill: the (r, g, b) of pixels uncovered by geometric operations (timm: the ImageNet
+            mean in pixels).
+    Call: `(image (H, W, 3) in [0, 255], seed (2,) int tensor) -> (H, W, 3) float32`; the input
+    is rounded to integers first, as timm's operations run on uint8 PIL images.
     """
 
     OPS = (
@@ -283,149 +478,135 @@ class RandAugment:
         "TranslateYRel",
     )
 
-    def __init__(self, num_ops=2, magnitude=9, magnitude_std=0.5, prob=0.5,
-                 fill_value=FILL_VALUE, seed=None):
-        if num_ops < 0:
-            raise ValueError(f"num_ops must be >= 0; got {num_ops!r}.")
-        if not 0 <= magnitude <= 10:
+    def __init__(self, num_ops=2, magnitude=9, magnitude_std=0.5, magnitude_max=10, prob=0.5,
+                 translate_pct=0.45, fill=FILL_COLOR):
+        if num_ops < 0 or int(num_ops) != num_ops:
+            raise ValueError(f"num_ops must be an integer >= 0; got {num_ops!r}.")
+        if not 0 <= magnitude <= _LEVEL_DENOM:
             raise ValueError(f"magnitude is on timm's 0-10 scale; got {magnitude!r}.")
-        if magnitude_std < 0:
-            raise ValueError(f"magnitude_std must be >= 0; got {magnitude_std!r}.")
+        if not magnitude_std >= 0:
+            raise ValueError(f"magnitude_std must be >= 0 (or inf); got {magnitude_std!r}.")
+        if not 0 < magnitude_max:
+            raise ValueError(f"magnitude_max must be > 0; got {magnitude_max!r}.")
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1]; got {prob!r}.")
+        if not 0.0 <= translate_pct <= 1.0:
+            raise ValueError(f"translate_pct must be in [0, 1]; got {translate_pct!r}.")
+        if isinstance(fill, (int, float)):
+            fill = (fill,) * 3
+        if len(fill) != 3 or not all(0 <= v <= 255 for v in fill):
+            raise ValueError(f"fill must be one pixel value or three in [0, 255]; got {fill!r}.")
         self.num_ops = int(num_ops)
         self.magnitude = float(magnitude)
         self.magnitude_std = float(magnitude_std)
+        self.magnitude_max = float(magnitude_max)
         self.prob = float(prob)
-        self.fill_value = float(fill_value)
-        self.seed = seed
-        low = max(0.0, self.magnitude - self.magnitude_std) / 10.0
-        high = min(10.0, self.magnitude + self.magnitude_std) / 10.0
-        self.layers = self._make_layers(low, high)
+        self.translate_pct = float(translate_pct)
+        self.fill = tuple(float(v) for v in fill)
         self._augment_fn = None
 
-    def _make_layers(self, low, high):
-        seed = self.seed
-        layers = keras.layers
-        value_range = (0, 255)
-        common = dict(dtype="float32")  # never the global mixed policy: pixels stay float32
+    # --- One operation, its magnitude and sign given ---
+    def apply(self, name, image, magnitude, negate=False):
+        """timm's operation `name` at `magnitude` (0-10; after timm's jitter and clip), with
+        the sign flipped where timm's `_randomly_negate` would. `image`: (H, W, 3) integers
+        in [0, 255]. Returns (H, W, 3) float32 integers."""
+        image = tf.cast(image, tf.float32)
+        magnitude = _float64(magnitude)
+        negate = tf.cast(negate, tf.bool)
 
-        def next_seed(offset):
-            return None if seed is None else seed + offset
+        def signed(level):
+            return tf.where(negate, -level, level)
 
-        geometry = dict(fill_mode="constant", fill_value=self.fill_value, **common)
-        return {
-            "AutoContrast": layers.AutoContrast(value_range=value_range, **common),
-            # Keras' Equalization traces a 256-step loop per channel when the global backend is
-            # JAX, even inside tf.data (~10 s per trace); PIL's algorithm in TF is exact and fast.
-            "Equalize": equalize,
-            "Invert": layers.RandomInvert(
-                factor=(1.0, 1.0), value_range=value_range, seed=next_seed(1), **common
-            ),
-            # timm: +-30 degrees * m / 10.
-            "Rotate": layers.RandomRotation(
-                factor=30.0 * high / 360.0, seed=next_seed(2), **geometry
-            ),
-            # timm: keep 4 - int(4 m / 10) bits (1 bit at m9).
-            "PosterizeIncreasing": layers.RandomPosterization(
-                factor=max(1, 4 - int(4 * (self.magnitude / 10.0))), value_range=value_range,
-                seed=next_seed(3), **common
-            ),
-            # timm: invert pixels above 256 - 256 m / 10.
-            "SolarizeIncreasing": layers.Solarization(
-                threshold_factor=(1.0 - high, 1.0 - low), value_range=value_range,
-                seed=next_seed(4), **common
-            ),
-            # timm: add 110 m / 10 to pixels below 128.
-            "SolarizeAdd": layers.Solarization(
-                addition_factor=(110 * low / 255, 110 * high / 255), threshold_factor=(1.0, 1.0),
-                value_range=value_range, seed=next_seed(5), **common
-            ),
-            # timm: enhance factor 1 +- 0.9 m / 10; Keras can only desaturate.
-            "ColorIncreasing": layers.RandomColorDegeneration(
-                factor=(0.0, 0.9 * high), seed=next_seed(6), **common
-            ),
-            "ContrastIncreasing": layers.RandomContrast(
-                factor=0.9 * high, value_range=value_range, seed=next_seed(7), **common
-            ),
-            # timm multiplies by 1 +- 0.9 m / 10; on an average pixel (~115) that shifts it by
-            # about +-0.36 of the range, which Keras' additive brightness takes as its range.
-            "BrightnessIncreasing": layers.RandomBrightness(
-                factor=0.9 * high * 115.0 / 255.0, value_range=value_range, seed=next_seed(8),
-                **common
-            ),
-            # Keras: 0 blurs fully, 0.5 is the identity, 1 sharpens: timm's factor / 2.
-            "SharpnessIncreasing": layers.RandomSharpness(
-                factor=((1.0 - 0.9 * high) / 2.0, (1.0 + 0.9 * high) / 2.0),
-                value_range=value_range, seed=next_seed(9), **common
-            ),
-            # timm: shear 0.3 m / 10 with a random sign (Keras draws the sign too).
-            "ShearX": layers.RandomShear(
-                x_factor=(0.3 * low, 0.3 * high), y_factor=0.0, seed=next_seed(10), **geometry
-            ),
-            "ShearY": layers.RandomShear(
-                x_factor=0.0, y_factor=(0.3 * low, 0.3 * high), seed=next_seed(11), **geometry
-            ),
-            # timm: translate 0.45 m / 10 of the side with a random sign.
-            "TranslateXRel": layers.RandomTranslation(
-                height_factor=0.0, width_factor=0.45 * high, seed=next_seed(12), **geometry
-            ),
-            "TranslateYRel": layers.RandomTranslation(
-                height_factor=0.45 * high, width_factor=0.0, seed=next_seed(13), **geometry
-            ),
-        }
+        level = magnitude / _LEVEL_DENOM
+        shape = tf.cast(tf.shape(image), tf.float64)
+        if name == "AutoContrast":
+            return _auto_contrast(image)
+        if name == "Equalize":
+            return equalize(image)
+        if name == "Invert":
+            return 255.0 - image
+        if name == "Rotate":
+            return _rotate(image, signed(level * 30.0), self.fill)
+        if name == "PosterizeIncreasing":
+            return _posterize(image, 4.0 - _truncate(level * 4))
+        if name == "SolarizeIncreasing":
+            return _solarize(image, 256.0 - tf.minimum(_truncate(level * 256), 256.0))
+        if name == "SolarizeAdd":
+            return _solarize_add(image, tf.minimum(_truncate(level * 110), 128.0))
+        if name.endswith("Increasing"):  # the four ImageEnhance operations
+            factor = tf.maximum(1.0 + signed(level * 0.9), 0.1)
+            degenerate = {
+                "ColorIncreasing": _grayscale,
+                "ContrastIncreasing": _contrast_degenerate,
+                "BrightnessIncreasing": tf.zeros_like,
+                "SharpnessIncreasing": _smooth,
+            }[name](image)
+            return _blend(degenerate, image, factor)
+        if name in ("ShearX", "ShearY"):
+            shear = signed(level * 0.3)
+            coefficients = (1.0, shear, 0.0, 0.0, 1.0, 0.0) if name == "ShearX" else (
+                1.0, 0.0, 0.0, shear, 1.0, 0.0)
+            return affine_bicubic(image, coefficients, self.fill)
+        if name == "TranslateXRel":
+            pixels = signed(level * self.translate_pct) * shape[1]
+            return affine_bicubic(image, (1.0, 0.0, pixels, 0.0, 1.0, 0.0), self.fill)
+        if name == "TranslateYRel":
+            pixels = signed(level * self.translate_pct) * shape[0]
+            return affine_bicubic(image, (1.0, 0.0, 0.0, 0.0, 1.0, pixels), self.fill)
+        raise ValueError(f"Unknown RandAugment operation {name!r}; expected one of {self.OPS}.")
+
+    # --- The random draws ---
+    def draw(self, seed):
+        """This image's draws, from a (2,) int seed, as a dict of (num_ops,) tensors:
+        `ops` (int32 indices into OPS), `applied` (bool), `magnitudes` (float64, clipped) and
+        `negated` (bool, used by the signed operations only)."""
+        seeds = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4))
+        shape = (self.num_ops,)
+        ops = tf.random.stateless_uniform(shape, seeds[0], minval=0, maxval=len(self.OPS),
+                                          dtype=tf.int32)
+        applied = tf.random.stateless_uniform(shape, seeds[1], dtype=tf.float64) < self.prob
+        if math.isinf(self.magnitude_std):
+            magnitudes = tf.random.stateless_uniform(shape, seeds[2], maxval=self.magnitude,
+                                                     dtype=tf.float64)
+        else:
+            magnitudes = self.magnitude + self.magnitude_std * tf.random.stateless_normal(
+                shape, seeds[2], dtype=tf.float64)
+        magnitudes = tf.clip_by_value(magnitudes, 0.0, self.magnitude_max)
+        negated = tf.random.stateless_uniform(shape, seeds[3], dtype=tf.float64) < 0.5
+        return {"ops": ops, "applied": applied, "magnitudes": magnitudes, "negated": negated}
 
     def __call__(self, image, seed):
-        image = tf.cast(image, tf.float32)
+        image = tf.round(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0))
         if self.num_ops == 0:
             return image
         # A tf.function kept by this object: every pipeline built over it (one per epoch)
-        # reuses the same trace instead of re-tracing the 15 Keras layers.
+        # reuses the same trace instead of re-tracing the 15 operations.
         if self._augment_fn is None:
             self._augment_fn = tf.function(self._augment)
         return self._augment_fn(image, tf.cast(seed, tf.int64))
 
     def _augment(self, image, seed):
         shape = image.shape
-        choice_seed, apply_seed = tf.unstack(
-            tf.random.experimental.stateless_split(seed, num=2)
-        )
-        choices = tf.random.stateless_uniform(
-            (self.num_ops,), choice_seed, minval=0, maxval=len(self.OPS), dtype=tf.int32
-        )
-        applies = tf.random.stateless_uniform((self.num_ops,), apply_seed) < self.prob
-        branches = [self._branch(name) for name in self.OPS]
+        draws = self.draw(seed)
 
-        # One switch traced once (in a loop over the ops), not once per op: tracing the 15
-        # Keras layers is the slow part of building the pipeline.
-        # `tf.cond`, not `tf.where`: an operation drawn but not applied (half of them) is
-        # not computed at all.
+        # One switch traced once (in a loop over the slots), not once per slot; `tf.cond`,
+        # not `tf.where`: an operation drawn but not applied (half of them) is not computed.
         def body(i, image):
-            image = tf.cond(
-                applies[i],
-                lambda: tf.switch_case(choices[i], [lambda b=b: b(image) for b in branches]),
-                lambda: image,
-            )
+            def run():
+                branches = [
+                    lambda name=name: self.apply(name, image, draws["magnitudes"][i],
+                                                 draws["negated"][i])
+                    for name in self.OPS
+                ]
+                return tf.switch_case(draws["ops"][i], branches)
+
+            image = tf.cond(draws["applied"][i], run, lambda: image)
             image.set_shape(shape)
             return i + 1, image
 
-        _, image = tf.while_loop(
-            lambda i, _: i < self.num_ops, body, [tf.constant(0), image]
-        )
+        _, image = tf.while_loop(lambda i, _: i < self.num_ops, body, [tf.constant(0), image])
         image.set_shape(shape)
         return image
-
-    def _branch(self, name):
-        layer = self.layers[name]
-
-        def apply(image):
-            if isinstance(layer, keras.layers.Layer):
-                out = tf.convert_to_tensor(layer(image, training=True))
-            else:
-                out = layer(image)
-            return tf.clip_by_value(tf.cast(out, tf.float32), 0.0, 255.0)
-
-        return apply
 
 
 # === The DeiT train and eval transforms ===
@@ -436,12 +617,13 @@ class TrainTransform:
         image_size: output side (224) or (h, w).
         scale, ratio: RandomResizedCrop's area and aspect-ratio ranges.
         hflip: probability of a horizontal flip (0.5).
-        rand_augment: a `RandAugment`, True for the paper's (m9, mstd 0.5), or None/False.
+        rand_augment: a `RandAugment`, True for the paper's (`rand-m9-mstd0.5-inc1`), or
+            None/False.
         random_erasing: probability of erasing a box (0.25); 0 for none.
         mean, std: normalisation (ImageNet's).
         interpolation: resize method ("bicubic").
-        seed: seed of the Keras layers' generators (with the per-image seed given to the call,
-            the transform is deterministic when the pipeline runs its map sequentially).
+        seed: accepted for callers that pass the run's seed; every draw comes from the
+            per-image seed given to the call, so it changes nothing.
     Call: `(image (encoded bytes or (H, W, C) uint8), seed (2,) int tensor) -> (h, w, 3)
     float32 normalised`.
     """
@@ -458,7 +640,7 @@ class TrainTransform:
             raise ValueError(f"random_erasing must be in [0, 1]; got {random_erasing!r}.")
         self.hflip = float(hflip)
         if rand_augment is True:
-            rand_augment = RandAugment(seed=None if seed is None else seed + 100)
+            rand_augment = RandAugment()
         self.rand_augment = rand_augment or None
         self.mean, self.std = tuple(mean), tuple(std)
         self.interpolation = interpolation
