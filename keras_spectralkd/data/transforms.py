@@ -33,7 +33,6 @@ Against timm (tests/data/test_rand_augment.py, test_transforms.py):
 
 import math
 
-import keras
 import tensorflow as tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -685,22 +684,31 @@ class EvalTransform:
 
 # === Batch-level mixing (off by default) ===
 class MixUpCutMix:
-    """timm's Mixup/CutMix switch on batches, with Keras' `MixUp` and `CutMix` layers.
+    """timm's `Mixup` in batch mode (DeiT's `--mixup/--cutmix`), stateless per batch.
 
-    Off in the paper's recipe (SPEC.md 7); offered for completeness. Each batch gets MixUp or
-    CutMix (CutMix with probability `switch_prob` when both are on). Labels become soft targets
-    (B, num_classes), which the Distiller accepts.
+    Off in the paper's recipe (SPEC.md 7); offered as flags. With probability `prob` a batch
+    is mixed with itself reversed (timm's `x.flip(0)`): by CutMix with probability
+    `switch_prob` when both are on, else MixUp. MixUp: lambda ~ Beta(mixup_alpha) and
+    `lam x + (1 - lam) x[::-1]`. CutMix: lambda ~ Beta(cutmix_alpha), a box of sides
+    int(side * sqrt(1 - lam)) centred at a uniform pixel and clipped to the image gets the
+    reversed batch's pixels, and lambda becomes the uncovered fraction (timm's `correct_lam`).
+    Targets: `lam y + (1 - lam) y[::-1]`, unsmoothed (the Distiller's label smoothing is
+    linear, so smoothing them there gives timm's smoothed mixed targets exactly). Every draw
+    comes from the per-batch seed, so a resumed run replays the same mixing.
 
     Args:
-        num_classes: number of classes (labels are one-hot encoded first).
+        num_classes: number of classes (integer labels are one-hot encoded first).
         mixup_alpha, cutmix_alpha: Beta parameters; 0 turns that method off.
         switch_prob: probability of CutMix when both are on (timm: 0.5).
-        seed: seed of the layers' generators.
-    Call: `(images (B, H, W, 3), labels (B,) ints) -> (images, (B, num_classes) float32)`.
+        prob: probability of mixing a batch at all (timm's `mixup_prob`, 1.0).
+        seed: accepted for callers that pass the run's seed; every draw comes from the
+            per-batch seed given to the call, so it changes nothing.
+    Call: `(images (B, H, W, C), labels (B,) ints or (B, K) targets, seed (2,) int tensor) ->
+    (images float32, (B, num_classes) float32)`.
     """
 
     def __init__(self, num_classes, mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5,
-                 seed=None):
+                 prob=1.0, seed=None):
         if mixup_alpha < 0 or cutmix_alpha < 0:
             raise ValueError(
                 f"mixup_alpha and cutmix_alpha must be >= 0; got {mixup_alpha!r}, "
@@ -708,29 +716,79 @@ class MixUpCutMix:
             )
         if mixup_alpha == 0 and cutmix_alpha == 0:
             raise ValueError("MixUpCutMix needs mixup_alpha > 0 or cutmix_alpha > 0.")
+        if not 0.0 <= switch_prob <= 1.0 or not 0.0 <= prob <= 1.0:
+            raise ValueError(
+                f"switch_prob and prob must be in [0, 1]; got {switch_prob!r}, {prob!r}.")
+        if int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
         self.num_classes = int(num_classes)
+        self.mixup_alpha = float(mixup_alpha)
+        self.cutmix_alpha = float(cutmix_alpha)
         self.switch_prob = float(switch_prob) if mixup_alpha and cutmix_alpha else (
             1.0 if cutmix_alpha else 0.0
         )
-        self.seed = seed
-        self.mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed, dtype="float32") if (
-            mixup_alpha
-        ) else None
-        self.cutmix = keras.layers.CutMix(
-            factor=cutmix_alpha, seed=None if seed is None else seed + 1, dtype="float32"
-        ) if cutmix_alpha else None
+        self.prob = float(prob)
+
+    @staticmethod
+    def _beta(alpha, seed):
+        first, second = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        a = tf.random.stateless_gamma((), first, alpha=alpha, dtype=tf.float64)
+        b = tf.random.stateless_gamma((), second, alpha=alpha, dtype=tf.float64)
+        return a / (a + b)
+
+    def draw(self, seed, height, width):
+        """One batch's draws from a (2,) int seed, for images of `height` x `width`: a dict of
+        scalars `mixed` (bool), `cutmix` (bool), `lam` (float64, after CutMix's correction;
+        1 when not mixed), the Beta draw `beta` before that correction, the CutMix box's
+        `center_y`, `center_x` and edges `top`, `bottom`, `left`, `right` (int32,
+        bottom/right excluded)."""
+        seeds = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6))
+        mixed = tf.random.stateless_uniform((), seeds[0], dtype=tf.float64) < self.prob
+        cutmix = tf.random.stateless_uniform((), seeds[1], dtype=tf.float64) < self.switch_prob
+        lam = 1.0
+        if self.mixup_alpha:
+            lam = self._beta(self.mixup_alpha, seeds[2])
+        if self.cutmix_alpha:
+            lam = tf.where(cutmix, self._beta(self.cutmix_alpha, seeds[3]), lam)
+        lam = tf.where(mixed, _float64(lam), 1.0)
+        beta = lam
+        height = tf.cast(height, tf.int32)
+        width = tf.cast(width, tf.int32)
+        ratio = tf.sqrt(1.0 - lam)
+        cut_h = tf.cast(tf.cast(height, tf.float64) * ratio, tf.int32)
+        cut_w = tf.cast(tf.cast(width, tf.float64) * ratio, tf.int32)
+        # np.random.randint(0, side): uniform over [0, side - 1].
+        center_y = tf.random.stateless_uniform((), seeds[4], 0, height, dtype=tf.int32)
+        center_x = tf.random.stateless_uniform((), seeds[5], 0, width, dtype=tf.int32)
+        top = tf.clip_by_value(center_y - cut_h // 2, 0, height)
+        bottom = tf.clip_by_value(center_y + (cut_h + 1) // 2, 0, height)
+        left = tf.clip_by_value(center_x - cut_w // 2, 0, width)
+        right = tf.clip_by_value(center_x + (cut_w + 1) // 2, 0, width)
+        box_area = tf.cast((bottom - top) * (right - left), tf.float64)
+        corrected = 1.0 - box_area / tf.cast(height * width, tf.float64)
+        use_box = mixed & cutmix & (lam < 1.0)
+        return {"mixed": mixed & (lam < 1.0), "cutmix": use_box,
+                "lam": tf.where(use_box, corrected, lam),
+                "beta": beta, "center_y": center_y, "center_x": center_x,
+                "top": top, "bottom": bottom, "left": left, "right": right}
 
     def __call__(self, images, labels, seed):
-        labels = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, dtype=tf.float32)
-        data = {"images": images, "labels": labels}
-
-        def run(layer):
-            out = layer(dict(data), training=True)
-            return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
-
-        if self.cutmix is None:
-            return run(self.mixup)
-        if self.mixup is None:
-            return run(self.cutmix)
-        use_cutmix = tf.random.stateless_uniform((), seed) < self.switch_prob
-        return tf.cond(use_cutmix, lambda: run(self.cutmix), lambda: run(self.mixup))
+        images = tf.cast(images, tf.float32)
+        labels = tf.convert_to_tensor(labels)
+        if labels.shape.rank == 1:
+            labels = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, dtype=tf.float32)
+        labels = tf.cast(labels, tf.float32)
+        shape = tf.shape(images)
+        draws = self.draw(seed, shape[1], shape[2])
+        # The two weights rounded from float64 as torch rounds timm's Python floats.
+        lam, rest = tf.cast(draws["lam"], tf.float32), tf.cast(1.0 - draws["lam"], tf.float32)
+        reversed_images = tf.reverse(images, [0])
+        rows = tf.range(shape[1])[:, None, None]
+        cols = tf.range(shape[2])[None, :, None]
+        in_box = ((rows >= draws["top"]) & (rows < draws["bottom"]) & (cols >= draws["left"])
+                  & (cols < draws["right"]))
+        cut = tf.where(in_box[None], reversed_images, images)
+        blended = images * lam + reversed_images * rest
+        out = tf.where(draws["cutmix"], cut, tf.where(draws["mixed"], blended, images))
+        targets = labels * lam + tf.reverse(labels, [0]) * rest
+        return out, targets
