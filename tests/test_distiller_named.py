@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import torch_objective as ref  # tests/torch_objective.py: the PyTorch oracle
+from band_oracle import band_pair_loss  # tests/band_oracle.py: the common-band rule in numpy
 from keras_spectralkd import Distiller, models
 from tiny_backbone import TinyBackbone
 
@@ -20,25 +21,6 @@ def numpy(x):
 def total_and_pairs(distiller, x, y):
     total = distiller.compute_loss(x, y, distiller(x, training=True), training=True)
     return float(numpy(total)), [float(numpy(t.result())) for t in distiller.pair_trackers]
-
-
-# === Oracle of the common-band rule (SPEC.md 2.1), in numpy float64 ===
-def band_bins(feature_map, grid):
-    """rfft2 bins of a (B, H, W, C) map at the frequencies of `grid`, on its ortho scale."""
-    height, width = feature_map.shape[1:3]
-    grid_h, grid_w = grid
-    spectrum = np.fft.rfft2(feature_map.astype(np.float64), axes=(1, 2))
-    rows = (np.fft.fftfreq(grid_h) * grid_h).astype(int) % height
-    return spectrum[:, rows][:, :, : grid_w // 2 + 1] * np.sqrt(grid_h * grid_w) / (height * width)
-
-
-def band_pair_loss(student_map, teacher_map):
-    teacher_nchw = ref.pool_channels(ref.to_nchw(teacher_map), student_map.shape[-1])
-    teacher_map = teacher_nchw.permute(0, 2, 3, 1).numpy()
-    grid = (min(student_map.shape[1], teacher_map.shape[1]),
-            min(student_map.shape[2], teacher_map.shape[2]))
-    diff = band_bins(student_map, grid) - band_bins(teacher_map, grid)
-    return 0.5 * (np.mean(diff.real ** 2) + np.mean(diff.imag ** 2))
 
 
 # === Models ===

@@ -1,0 +1,96 @@
+"""keras.applications CNNs (random weights, 32x32 images, no download) as teachers and students,
+their layers named: the Distiller's loss against the oracles, and a training step."""
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+import torch_objective as ref  # tests/torch_objective.py: the PyTorch oracle
+from band_oracle import band_pair_loss  # tests/band_oracle.py: the common-band rule in numpy
+from keras_spectralkd import Distiller
+
+SIZE, CLASSES = 32, 5
+# (teacher, student, [(student layer, teacher layer), ...]): grids 4x4 <- 8x8 and 2x2 <- 2x2
+# (ResNet's 1024 channels pooled to 40: overlapping windows), 8x8 <- 8x8 and 2x2 <- 4x4.
+SETUPS = {
+    "resnet50_to_mobilenetv3small": (
+        "ResNet50", "MobileNetV3Small",
+        [("expanded_conv_2_add", "conv2_block3_out"), ("expanded_conv_5_add", "conv4_block6_out")],
+    ),
+    "convnexttiny_to_efficientnetb0": (
+        "ConvNeXtTiny", "EfficientNetB0",
+        [("block2b_add", "convnext_tiny_stage_0_block_2_identity"),
+         ("block4c_add", "convnext_tiny_stage_1_block_2_identity")],
+    ),
+}
+SETTINGS = dict(alpha=0.5, beta=1.0, spectral_weight=0.2, temperature=2.0, label_smoothing=0.1)
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.fixture(scope="module")
+def applications():
+    """Each of the four models once (building them is most of this file's time)."""
+    built = {}
+    for name in ("ResNet50", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny"):
+        keras.utils.set_random_seed(len(built))
+        built[name] = getattr(keras.applications, name)(
+            weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+            classifier_activation=None)
+    # Dropout is random in the training forward, which the oracle would have to repeat draw for
+    # draw: off, so that the step and the oracle see one network.
+    for model in built.values():
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Dropout):
+                layer.rate = 0.0
+    return built
+
+
+@pytest.mark.slow  # builds four keras.applications models: about 15-60 s depending on backend
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_named_layers_of_applications_match_the_oracles(applications, setup, rng):
+    teacher_name, student_name, pairs = SETUPS[setup]
+    teacher, student = applications[teacher_name], applications[student_name]
+    x = (rng.uniform(0, 255, (2, SIZE, SIZE, 3))).astype("float32")
+    y = np.array([1, 4])
+    distiller = Distiller(teacher, student, layer_pairs=pairs, mode="soft", **SETTINGS)
+    outputs = distiller(x, training=True)
+    total = float(numpy(distiller.compute_loss(x, y, outputs, training=True)))
+    pair_losses = [float(numpy(t.result())) for t in distiller.pair_trackers]
+
+    # The oracle reads the layers through separate models; the student in training mode, as the
+    # step runs it (batch norm on the batch's statistics).
+    def read(model, names, training):
+        tapped = keras.Model(model.inputs[0], [model.outputs[0]]
+                             + [model.get_layer(n).output for n in names])
+        return [numpy(t) for t in tapped(x, training=training)]
+
+    s_logits, *s_maps = read(student, [s for s, _ in pairs], True)
+    t_logits, *t_maps = read(teacher, [t for _, t in pairs], False)
+    expected_pairs = [band_pair_loss(s, t) for s, t in zip(s_maps, t_maps)]
+    assert min(expected_pairs) > 0
+    np.testing.assert_allclose(pair_losses, expected_pairs, rtol=1e-4)
+    terms = ref.objective(torch.tensor(s_logits), torch.tensor(t_logits), y, mode="soft",
+                          **SETTINGS)
+    spectral = SETTINGS["beta"] * SETTINGS["spectral_weight"] * np.mean(expected_pairs)
+    np.testing.assert_allclose(total, terms["total"].item() + spectral, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_training_step_moves_the_student_only(applications, rng):
+    teacher_name, student_name, pairs = SETUPS["resnet50_to_mobilenetv3small"]
+    teacher, student = applications[teacher_name], applications[student_name]
+    distiller = Distiller(teacher, student, layer_pairs=pairs, mode="soft")
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    x = (rng.uniform(0, 255, (4, SIZE, SIZE, 3))).astype("float32")
+    y = np.array([0, 1, 2, 3])
+    teacher_before = [numpy(v) for v in teacher.variables]
+    head_before = numpy(student.get_layer("logits").kernel)
+    logs = distiller.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["spectral_loss"] > 0
+    assert not np.array_equal(head_before, numpy(student.get_layer("logits").kernel))
+    for before, variable in zip(teacher_before, teacher.variables):
+        np.testing.assert_array_equal(before, numpy(variable))
