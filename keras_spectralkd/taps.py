@@ -184,7 +184,7 @@ def check_functional(model, role, layer_names):
         return
     kind = type(model).__name__
     raise ValueError(
-        f"Layers named by name ({', '.join(map(repr, layer_names))}) need a functional or "
+        f"Layer names ({', '.join(map(repr, layer_names))}) need a functional or "
         f"Sequential {role}; {getattr(model, 'name', model)!r} is a {kind} without symbolic "
         "inputs (a subclassed model). Build it functionally, or give its layers as unit indices "
         "of a backbone with `forward_intermediates`."
@@ -227,16 +227,17 @@ class FeatureTap:
         )
 
     def _resolve(self, model, name, data_format, image_size):
-        owner = f"The {self.role} {model.name!r}"
         try:
             layer = model.get_layer(name=name)
         except ValueError:
-            raise ValueError(f"{owner} has no layer named {name!r}; {_listing(model)}.") from None
+            raise ValueError(
+                f"The {self.role} {model.name!r} has no layer named {name!r}; {_listing(model)}."
+            ) from None
         output = _single_output(layer)
         if output is None:
             raise ValueError(
-                f"{owner}'s layer {name!r} has no single output (it has several, or is called "
-                f"more than once); {_listing(model)}."
+                f"Layer {name!r} of the {self.role} {model.name!r} has no single output (it has "
+                f"several, or is called more than once); {_listing(model)}."
             )
         own_format = getattr(layer, "data_format", None)
         layout = infer_layout(
@@ -244,8 +245,8 @@ class FeatureTap:
         )
         if not isinstance(layout, MapLayout):
             raise ValueError(
-                f"{owner}'s layer {name!r} cannot be used as a feature map: {layout}; "
-                f"{_listing(model)}."
+                f"Layer {name!r} of the {self.role} {model.name!r} cannot be used as a feature "
+                f"map: {layout}; {_listing(model)}."
             )
         return output, layout
 

@@ -109,8 +109,9 @@ def test_a_subclassed_model_is_refused_with_the_way_out():
         def call(self, x):
             return self.dense(x)
 
-    with pytest.raises(ValueError, match="need a functional or Sequential student; 'custom' is a "
-                                         "Subclassed without symbolic inputs"):
+    with pytest.raises(ValueError, match="Layer names \\('dense'\\) need a functional or Sequential "
+                                         "student; 'custom' is a Subclassed without symbolic "
+                                         "inputs"):
         taps.FeatureTap(Subclassed(), ["dense"], "student")
 
 
@@ -133,7 +134,7 @@ def test_errors_list_the_spatial_layers_first_20_and_a_count():
     with pytest.raises(ValueError) as flat:
         taps.FeatureTap(model, ["pool"], "teacher")
     assert str(flat.value) == (
-        "The teacher 'deep''s layer 'pool' cannot be used as a feature map: it has rank 2 "
+        "Layer 'pool' of the teacher 'deep' cannot be used as a feature map: it has rank 2 "
         f"((None, 2)), no spatial grid; its layers with a spatial output are: {expected_list}."
     )
 
@@ -144,7 +145,7 @@ def test_a_token_count_no_grid_fits_is_refused():
     x = keras.layers.Dense(4, name="block")(tokens)
     model = keras.Model(images, keras.layers.Dense(2)(keras.layers.Flatten()(x)), name="seq")
     # 27 tokens on 12x12 images: the largest square grid is 5x5 (+2), and 12 is no multiple of 5.
-    with pytest.raises(ValueError, match=r"layer 'block' cannot be used as a feature map: it is a "
+    with pytest.raises(ValueError, match=r"Layer 'block' of the model 'seq' cannot be used as a feature map: it is a "
                                          r"sequence of 27 tokens and no grid with the input's "
                                          r"aspect 12x12"):
         taps.FeatureTap(model, ["block"])

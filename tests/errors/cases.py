@@ -263,6 +263,56 @@ def _(tmp_path, capsys):
     return raised(_distiller, model, model, [])
 
 
+def _cnn(name, tokens=False):
+    """A functional CNN on 8x8 images: stage_0 (4x4x6), stage_1 (2x2x12), pooled, 4 classes;
+    `tokens` adds `seq`, stage_1 cut into 3 tokens of 16 (no grid of 2 cells or more fits)."""
+    images = keras.Input((8, 8, 3), name="images")
+    x = keras.layers.Conv2D(6, 2, strides=2, name="stage_0")(images)
+    x = keras.layers.Conv2D(12, 2, strides=2, name="stage_1")(x)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if tokens:
+        seq = keras.layers.Reshape((3, 16), name="seq")(x)
+        pooled = keras.layers.Concatenate(name="both")(
+            [pooled, keras.layers.GlobalAveragePooling1D(name="seq_pool")(seq)])
+    return keras.Model(images, keras.layers.Dense(4, name="head")(pooled), name=name)
+
+
+@case("D30")
+def _(tmp_path, capsys):
+    return raised(_distiller, _cnn("cnn_teacher"), _cnn("cnn_student"),
+                  [("stage_0", "stage_9")], mode="fft")
+
+
+@case("D31")
+def _(tmp_path, capsys):
+    return raised(_distiller, _cnn("cnn_teacher"), NoInfoBackbone(name="custom_student"),
+                  [("unit_0", "stage_1")], mode="fft")
+
+
+@case("D32")
+def _(tmp_path, capsys):
+    return raised(_distiller, _cnn("cnn_teacher"), _cnn("cnn_student"),
+                  [("stage_1", "pool")], mode="fft")
+
+
+@case("D33")
+def _(tmp_path, capsys):
+    return raised(_distiller, _cnn("cnn_teacher", tokens=True), _cnn("cnn_student"),
+                  [("stage_1", "seq")], mode="fft")
+
+
+@case("D34")
+def _(tmp_path, capsys):
+    return raised(_distiller, _cnn("cnn_teacher"), _tiny(6, 3), [(0, "stage_0"), (2, 1)],
+                  mode="fft")
+
+
+@case("D35")
+def _(tmp_path, capsys):
+    return raised(_distiller, _cnn("cnn_teacher"), _cnn("cnn_student"),
+                  [("stage_0", "stage_0")], mode="fft", grid_alignment="resize")
+
+
 # === Spectral functions ===
 @case("S1")
 def _(tmp_path, capsys):
