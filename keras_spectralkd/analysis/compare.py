@@ -175,6 +175,12 @@ def default_pairs(reference, other):
             for unit, x in zip(reference.units, ref_depth)]
 
 
+def _unit_of(profile, unit):
+    """A pair's entry as a unit index of `profile` (a layer name of a named profile included)."""
+    unit_of = getattr(profile, "unit_of", None)
+    return unit_of(unit) if unit_of is not None else unit
+
+
 def compare_profiles(reference, other, pairs=None, normalize=True):
     """Compares `other` (e.g. a student) with `reference` (e.g. its teacher).
 
@@ -182,12 +188,16 @@ def compare_profiles(reference, other, pairs=None, normalize=True):
         reference: the `Profile` compared against (teacher, or the model before training).
         other: the other `Profile`.
         pairs: (other_unit, reference_unit) pairs whose spectra are compared, e.g. the
-            Distiller's `layer_pairs` (student, teacher); default `default_pairs`.
+            Distiller's `layer_pairs` (student, teacher), layer names included for a profile
+            made by names; default `default_pairs`.
         normalize: spectra compared by shape (each divided by its mean); see the module doc.
     Returns:
         A `ProfileComparison`.
     """
-    pairs = default_pairs(reference, other) if pairs is None else [tuple(p) for p in pairs]
+    if pairs is None:
+        pairs = default_pairs(reference, other)
+    else:
+        pairs = [(_unit_of(other, o), _unit_of(reference, r)) for o, r in pairs]
     if not pairs:
         raise ValueError("`pairs` is empty; expected at least one (other_unit, reference_unit).")
     reference_position = {unit: i for i, unit in enumerate(reference.units)}

@@ -1,8 +1,10 @@
 """Spectral profiling of a backbone over a dataset (SPEC.md section 5).
 
 `profile_model(model, data)` runs any model that follows the backbone protocol
-(`forward_intermediates(images, indices, training) -> (logits, maps)`, maps (B, h, w, C)) over
-an iterable of image batches and returns a `Profile`: per unit,
+(`forward_intermediates(images, indices, training) -> (logits, maps)`, maps (B, h, w, C)), or
+`profile_model(model, data, layer_names=[...])` any functional Keras model at the named layers
+(through `keras_spectralkd.taps`, the Distiller's reader: the same layouts, the same one
+forward), over an iterable of image batches and returns a `Profile`: per unit,
 
 - the channel spectrum S[k] = mean over images and tokens of |DFT_C(x)[k]| / C, k = 0..C-1
   (numpy: `np.abs(np.fft.fft(X, axis=-1) / C).mean(axis=(0, 1, 2))`);
@@ -42,6 +44,8 @@ from keras_spectralkd.analysis.record import Profile
 from keras_spectralkd.analysis.statistics import DEFAULT_ENTROPY_BINS
 from keras_spectralkd.analysis.statistics import UnitStatistics
 from keras_spectralkd.models.backbone import normalize_indices
+from keras_spectralkd.taps import FeatureTap
+from keras_spectralkd.taps import spatial_layer_names
 
 
 # === Profiling ===
@@ -50,6 +54,7 @@ def profile_model(
     data,
     *,
     indices=None,
+    layer_names=None,
     num_images=None,
     batch_size=32,
     entropy=True,
@@ -64,12 +69,16 @@ def profile_model(
         model: a backbone: `forward_intermediates(images, indices, training=False)` returning
             `(logits, maps)`, maps (B, h, w, C). `feature_info` (a list, one entry per unit) or
             `num_units` gives the depth; without either, the depth is the number of maps (and
-            `indices` must be None).
+            `indices` must be None). Or, with `layer_names`, any functional Keras model.
         data: image batches (B, H, W, 3), channels-last, already preprocessed: a (N, H, W, 3)
             array (split into `batch_size` batches), a `tf.data.Dataset`, or any iterable of
             batches. A batch may also be a tuple/list (images first, e.g. `(images, labels)`) or
             a dict with an `"images"` or `"image"` key.
         indices: the units to profile (None: all), as in `forward_intermediates`.
+        layer_names: profile these layers of a functional `model` instead (any Keras model:
+            (B, H, W, C) or (B, C, H, W) maps, (B, N, C) token sequences; `keras_spectralkd.taps`
+            says how each becomes a map). The profile's units are then the positions 0..len-1
+            in this list, its depth is their number, and `Profile.layer_names` keeps the names.
         num_images: stop after this many images (None: all of `data`).
         batch_size: batch size when `data` is one array.
         entropy: compute the channel entropy (a second pass over `data`, see the module doc).
@@ -82,17 +91,16 @@ def profile_model(
     Returns:
         A `Profile`.
     """
-    if not hasattr(model, "forward_intermediates"):
-        raise ValueError(
-            f"{type(model).__name__} has no `forward_intermediates`; expected a backbone that "
-            "follows the protocol of keras_spectralkd.models.backbone."
-        )
+    forward, layer_names = _forward_function(model, indices, layer_names)
     if num_images is not None and int(num_images) < 1:
         raise ValueError(f"`num_images` must be >= 1 or None; got {num_images}.")
     if int(entropy_bins) < 1:
         raise ValueError(f"`entropy_bins` must be >= 1; got {entropy_bins}.")
-    depth = _model_depth(model)
-    units = _profiled_units(model, indices, depth)
+    if layer_names is None:
+        depth = _model_depth(model)
+        units = _profiled_units(model, indices, depth)
+    else:
+        depth, units = len(layer_names), list(range(len(layer_names)))
     if entropy and entropy_range is None and iter(data) is data:
         raise ValueError(
             "The channel entropy needs two passes over `data` (global min..max first), but "
@@ -106,7 +114,8 @@ def profile_model(
     fingerprints = []
     seen = 0
     for images, maps in _forward_batches(
-        model, data, units, num_images, batch_size, verbose, "pass 1/2" if two_pass else None
+        forward, model, data, units, num_images, batch_size, verbose,
+        "pass 1/2" if two_pass else None,
     ):
         if units is None:
             units = list(range(len(maps)))
@@ -124,7 +133,9 @@ def profile_model(
 
     if two_pass:
         ranges = [(stat.minimum, stat.maximum) for stat in stats]
-        batches = _forward_batches(model, data, units, num_images, batch_size, verbose, "pass 2/2")
+        batches = _forward_batches(
+            forward, model, data, units, num_images, batch_size, verbose, "pass 2/2"
+        )
         for batch_index, (images, maps) in enumerate(batches):
             expected = fingerprints[batch_index] if batch_index < len(fingerprints) else None
             if _fingerprint(images) != expected:
@@ -142,7 +153,42 @@ def profile_model(
             )
 
     name = name if name is not None else getattr(model, "name", type(model).__name__)
-    return _finish_profile(stats, units, depth, name, seen, entropy, entropy_bins, ranges)
+    profile = _finish_profile(stats, units, depth, name, seen, entropy, entropy_bins, ranges)
+    profile.layer_names = layer_names
+    return profile
+
+
+def _forward_function(model, indices, layer_names):
+    """`(forward, layer_names)`: `forward(images, units) -> maps` through the named layers' tap
+    or the backbone protocol; the names as a list, or None."""
+    if layer_names is not None:
+        if isinstance(layer_names, str):
+            layer_names = [layer_names]
+        layer_names = list(layer_names)
+        if not layer_names:
+            raise ValueError("`layer_names` is empty; name at least one layer to profile.")
+        if indices is not None:
+            raise ValueError(
+                f"Pass `indices` (units of a backbone) or `layer_names` (layers of a functional "
+                f"model), not both; got indices={indices!r} and layer_names={layer_names!r}."
+            )
+        tap = FeatureTap(model, layer_names, "model")
+        return (lambda images, units: tap(images, training=False)[1]), layer_names
+    if not hasattr(model, "forward_intermediates"):
+        spatial = spatial_layer_names(model) if getattr(model, "inputs", None) else []
+        hint = (f" or name its layers with `layer_names` (its layers with a spatial output: "
+                f"{', '.join(spatial[:20])}{', ...' if len(spatial) > 20 else ''}; "
+                f"{len(spatial)} in all)" if spatial else "")
+        raise ValueError(
+            f"{type(model).__name__} {getattr(model, 'name', '')!r} has no "
+            "`forward_intermediates`; expected a backbone that follows the protocol of "
+            f"keras_spectralkd.models.backbone{hint}."
+        )
+
+    def forward(images, units):
+        return model.forward_intermediates(images, indices=units, training=False)[1]
+
+    return forward, None
 
 
 def profile_maps(
@@ -261,8 +307,9 @@ def no_grad():
     return contextlib.nullcontext()
 
 
-def _forward_batches(model, data, units, num_images, batch_size, verbose, label):
-    """Yields (images (B, H, W, 3) float32 numpy, [maps as float32 numpy]) per batch."""
+def _forward_batches(forward, model, data, units, num_images, batch_size, verbose, label):
+    """Yields (images (B, H, W, 3) float32 numpy, [maps as float32 numpy]) per batch;
+    `forward(images, units) -> maps` runs the model."""
     progbar = None
     if verbose:
         target = num_images
@@ -278,7 +325,7 @@ def _forward_batches(model, data, units, num_images, batch_size, verbose, label)
                 break
             images = images[: num_images - seen]
         with no_grad():
-            _, maps = model.forward_intermediates(images, indices=units, training=False)
+            maps = forward(images, units)
         maps = [to_float_array(m) for m in maps]
         seen += images.shape[0]
         if progbar is not None:

@@ -41,6 +41,9 @@ class Profile:
         num_images: how many images were analysed.
         entropy_bins: histogram bins of the entropy.
         entropy_ranges: per unit, the (min, max) histogram range used (None if no entropy).
+        layer_names: per unit, the layer it was read from, for a model profiled by layer names
+            (`profile_model(layer_names=...)`; units are then positions 0..len-1 in that list),
+            else None (units are a backbone's unit indices).
     """
 
     model_name: str
@@ -55,6 +58,7 @@ class Profile:
     num_images: int
     entropy_bins: int = DEFAULT_ENTROPY_BINS
     entropy_ranges: list | None = None
+    layer_names: list | None = None
 
     def __post_init__(self):
         self.units = [int(u) for u in self.units]
@@ -67,9 +71,11 @@ class Profile:
             self.entropy = np.asarray(self.entropy, dtype=np.float64)
         if self.entropy_ranges is not None:
             self.entropy_ranges = [tuple(float(v) for v in r) for r in self.entropy_ranges]
+        if self.layer_names is not None:
+            self.layer_names = [str(name) for name in self.layer_names]
         n = len(self.units)
         per_unit = ("num_channels", "grids", "spectra", "intensity", "magnitude", "entropy",
-                    "entropy_ranges")
+                    "entropy_ranges", "layer_names")
         lengths = {
             name: len(getattr(self, name))
             for name in per_unit
@@ -93,6 +99,19 @@ class Profile:
 
     def __len__(self):
         return len(self.units)
+
+    def unit_of(self, unit_or_name):
+        """The unit index of a unit index or, for a profile by layer names, of a layer name."""
+        if isinstance(unit_or_name, str):
+            if self.layer_names is None or unit_or_name not in self.layer_names:
+                known = "none (profiled by unit index)" if self.layer_names is None else (
+                    ", ".join(self.layer_names))
+                raise ValueError(
+                    f"{unit_or_name!r} is not a layer of the profile of {self.model_name!r}; "
+                    f"its layers: {known}."
+                )
+            return self.units[self.layer_names.index(unit_or_name)]
+        return int(unit_or_name)
 
     # === Derived views ===
     @property
@@ -128,6 +147,7 @@ class Profile:
             "depth": int(self.depth),
             "num_images": int(self.num_images),
             "entropy_bins": int(self.entropy_bins),
+            "layer_names": None if self.layer_names is None else list(self.layer_names),
             "units": [
                 {
                     "unit": unit,
@@ -171,6 +191,7 @@ class Profile:
             num_images=data["num_images"],
             entropy_bins=data["entropy_bins"],
             entropy_ranges=[row["entropy_range"] for row in rows] if has_ranges else None,
+            layer_names=data.get("layer_names"),
         )
 
     def to_json(self):

@@ -27,7 +27,12 @@ The automatic rule (deterministic, no tuning constant):
 For a CaiT-S24-like profile (high in its first 2 and last 6 blocks) and a 12-block DeiT this
 gives k=2, m=6: student 0 1 6 7 8 9 10 11 <- teacher 0 1 18 19 20 21 22 23 (SPEC.md 4).
 
-Pairs travel on the command line as `student:teacher` items: `--layer_pairs=0:0,1:1,6:18`;
+Profiles made by layer names (`profile_model(layer_names=...)`, any functional Keras model) give
+pairs of layer names on their side, ready for `Distiller(layer_pairs=...)` as they are: the
+teacher's names from its profile, the student's from a named student profile or a list of the
+student's layer names given as `student_depth`.
+
+Pairs of unit indices travel on the command line as `student:teacher` items: `--layer_pairs=0:0,1:1,6:18`;
 `format_layer_pairs` writes that text and `parse_layer_pairs` reads it (the recipes use both).
 """
 
@@ -87,14 +92,40 @@ def select_layer_pairs(teacher_profile, student_depth, num_front=None, num_back=
         teacher_profile: a `Profile` of every teacher unit (units 0..depth-1), or a 1-D
             sequence of intensities, one per teacher unit in order.
         student_depth: the student's number of units (an int, or a backbone / `Profile` whose
-            `num_units` / `depth` gives it).
+            `num_units` / `depth` gives it), or the list of the student layers' names to pair
+            (their number is the depth; the pairs then name them).
         num_front: k, teacher units taken from the start (None: found by the rule).
         num_back: m, teacher units taken from the end (None: found by the rule).
     Returns:
-        Sorted list of `(student_unit, teacher_unit)` int tuples, ready for
-        `Distiller(layer_pairs=...)`.
+        Sorted list of `(student_unit, teacher_unit)` tuples, ready for
+        `Distiller(layer_pairs=...)`: ints, or layer names on a side profiled (or given) by
+        names.
     """
     intensity = _teacher_intensity(teacher_profile)
+    teacher_names = getattr(teacher_profile, "layer_names", None)
+    student_names = _student_names(student_depth)
+    pairs = _select(intensity, len(student_names) if student_names else student_depth,
+                    num_front, num_back)
+    return [
+        (student_names[s] if student_names else s, teacher_names[t] if teacher_names else t)
+        for s, t in pairs
+    ]
+
+
+def _student_names(student):
+    """The student's layer names, from a named `Profile` or a list of names; else None."""
+    names = getattr(student, "layer_names", None)
+    if names is None and isinstance(student, (list, tuple)) and student:
+        if not all(isinstance(name, str) and name for name in student):
+            raise ValueError(
+                f"`student_depth` as a list must hold the student's layer names; got {student!r}."
+            )
+        names = list(student)
+    return list(names) if names else None
+
+
+def _select(intensity, student_depth, num_front, num_back):
+    """`select_layer_pairs` on unit indices."""
     teacher_depth = len(intensity)
     student_depth = _depth_of(student_depth)
     shallower = min(teacher_depth, student_depth)
