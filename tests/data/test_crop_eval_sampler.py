@@ -11,7 +11,8 @@ import random
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_rand_augment import _ks_statistic, photograph
+from data_helpers import photograph
+from test_rand_augment import _ks_statistic
 
 from keras_spectralkd.data import transforms
 from keras_spectralkd.data.pipeline import train_pipeline

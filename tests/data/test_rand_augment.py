@@ -5,13 +5,14 @@ timm's `create_transform` makes from DeiT's arguments (fill, interpolation, no c
 timm is the oracle: its operations are taken from the transform its own factory builds, so
 the fill, interpolation and translation settings are timm's, not copies of ours."""
 
-import io
 import math
 import random
 
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from data_helpers import photograph
 
 from keras_spectralkd.data import transforms
 
@@ -40,26 +41,6 @@ def timm_rand_augment(deit_train_transform):
     (augment,) = [t for t in deit_train_transform.transforms
                   if isinstance(t, auto_augment.RandAugment)]
     return augment
-
-
-def photograph(height, width, seed):
-    """A JPEG-compressed (quality 90) synthetic photograph, decoded by PIL: smooth coloured
-    blobs, a lit gradient, a hard-edged object and sensor noise, so it has the flat regions,
-    edges and saturated pixels real photographs have."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
-    image = 40.0 + 60.0 * yy[..., None] * rng.uniform(0.3, 1.0, 3)
-    for _ in range(6):
-        cy, cx, spread = rng.uniform(0.0, 1.0, 3)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (0.01 + 0.08 * spread))
-        image += blob[..., None] * rng.uniform(-80, 200, 3)
-    top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
-    image[top:top + height // 4, left:left + width // 3] = rng.uniform(0, 255, 3)
-    image += rng.normal(0.0, 4.0, image.shape)
-    pixels = np.clip(image, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    PIL_Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return np.asarray(PIL_Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
 PHOTOGRAPHS = [((224, 224), 0), ((97, 150), 1), ((180, 120), 2)]
