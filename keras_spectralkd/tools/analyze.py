@@ -27,6 +27,20 @@ Examples:
     # Offline, anywhere (built-in Fashion-MNIST, random weights: a smoke test, not science):
     spectralkd-analyze --model=deit_tiny_patch16_224 --output_dir=/tmp/analysis
 
+    # Any Keras model, its layers named (a .keras file, or keras.applications.<Name>):
+    spectralkd-analyze --model=keras.applications.ResNet50 --weights=imagenet \
+        --layers=conv2_block3_out,conv3_block4_out,conv4_block6_out,conv5_block3_out \
+        --student=my_student.keras --student_layers=stage_0,stage_1,stage_2,stage_3 \
+        --output_dir=runs/resnet_analysis
+
+Models (`--model`, `--student`): a registered name (its units are profiled, all of them), a
+`.keras` file, or `keras.applications.<Name>` (built for `--image_size`, default 224, with
+`--weights` passed to Keras: None for random, `imagenet`, or a weights file). The last two are
+profiled at the layers `--layers` / `--student_layers` name (keras_spectralkd.taps says how maps,
+channels-first maps and token sequences are read), and the suggested pairs then name layers (a
+Python list for `Distiller(layer_pairs=...)`). Images get SPEC.md 5's ImageNet normalisation
+whatever the model; a `keras.applications` model that expects raw pixels sees normalised ones.
+
 Data (`--data`), read with keras_spectralkd.data's loaders: `fashion_mnist` (built in, offline:
 the Debian `dataset-fashion-mnist` files or Keras' cache; test split, first images), a folder of
 images (ImageNet layout `<root>/val/<class>/*.JPEG`, `--split` naming another subfolder, or any
@@ -56,11 +70,41 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 # === Models ===
+APPLICATIONS = "keras.applications."
+
+
+def is_keras_model_spec(name):
+    """Whether `--model` names a `.keras` file or a `keras.applications` model (not ours)."""
+    return name.startswith(APPLICATIONS) or name.endswith(".keras")
+
+
+def load_keras_model(spec, weights=None, num_classes=None, image_size=None):
+    """A `.keras` file, or `keras.applications.<Name>` built for (image_size, image_size, 3)."""
+    import keras
+
+    if spec.endswith(".keras"):
+        if not os.path.isfile(os.path.expanduser(spec)):
+            raise FileNotFoundError(f"Model file {spec!r} does not exist.")
+        return keras.saving.load_model(os.path.expanduser(spec))
+    builder = getattr(keras.applications, spec[len(APPLICATIONS):], None)
+    if not callable(builder):
+        raise ValueError(f"{spec!r} is not a keras.applications model (e.g. "
+                         "keras.applications.ResNet50).")
+    if weights is None:
+        _warn(f"{spec} has RANDOM weights (no --weights given).")
+    size = image_size or 224
+    return builder(weights=weights, input_shape=(size, size, 3),
+                   classes=1000 if num_classes is None else num_classes)
+
+
 def load_backbone(name, weights=None, model_kwargs=None, num_classes=None, image_size=None):
     """Model `name` with `weights` (see --weights; `models.create`); random weights with a loud
-    warning. `num_classes` None: the weights' head size (1000 for random weights)."""
+    warning. `num_classes` None: the weights' head size (1000 for random weights). A `.keras`
+    file or `keras.applications.<Name>` goes to `load_keras_model`."""
     from keras_spectralkd import models
 
+    if is_keras_model_spec(name):
+        return load_keras_model(name, weights, num_classes, image_size)
     if weights is None:
         banner = "!" * 78
         _warn(
@@ -214,8 +258,13 @@ def analyze(
     num_front=None,
     num_back=None,
     output_dir="analysis",
+    layers=None,
+    student_layers=None,
 ):
-    """Everything `main` does, callable from Python. Returns a dict of the results."""
+    """Everything `main` does, callable from Python. Returns a dict of the results.
+
+    `layers` / `student_layers`: layer names (a list, or one comma-separated string) to profile
+    instead of the backbone's units; needed for a model that is not one of ours."""
     from keras_spectralkd import analysis
 
     teacher = load_backbone(model, weights, model_kwargs, num_classes, image_size)
@@ -224,13 +273,14 @@ def analyze(
     os.makedirs(output_dir, exist_ok=True)
     results = {"output_dir": output_dir, "files": {}}
     profiles, labels = [], []
-    roles = [("model", model, teacher)]
+    roles = [("model", model, teacher, _names(layers))]
     if student is not None:
         student_model = load_backbone(student, student_weights, student_kwargs, num_classes, size)
-        roles.append(("student", student, student_model))
-    for role, name, backbone in roles:
+        roles.append(("student", student, student_model, _names(student_layers)))
+    for role, name, backbone, layer_names in roles:
         profile = analysis.profile_model(
-            backbone, images, batch_size=batch_size, entropy=entropy, name=name, verbose=1
+            backbone, images, batch_size=batch_size, entropy=entropy, name=name, verbose=1,
+            layer_names=layer_names,
         )
         for extension in ("json", "csv"):
             path = profile.save(os.path.join(output_dir, f"{role}_profile.{extension}"))
@@ -243,22 +293,44 @@ def analyze(
 
     depth = student_depth
     if depth is None and student is not None:
-        depth = profiles[1].depth
+        depth = profiles[1] if profiles[1].layer_names else profiles[1].depth
     pairs = None
     if depth is not None:
         pairs = analysis.select_layer_pairs(profiles[0], depth, num_front, num_back)
         results["layer_pairs"] = pairs
-        results["layer_pairs_flag"] = "--layer_pairs=" + analysis.format_layer_pairs(pairs)
+        if all(isinstance(unit, int) for pair in pairs for unit in pair):
+            results["layer_pairs_flag"] = "--layer_pairs=" + analysis.format_layer_pairs(pairs)
+        else:
+            results["layer_pairs_python"] = "layer_pairs=" + repr(pairs)
+    # The comparison and the figures place units by position; named pairs say which.
+    unit_pairs = None if pairs is None else [
+        (_position(profiles[1], s) if student is not None else s, profiles[0].unit_of(t))
+        for s, t in pairs
+    ]
     if student is not None:
-        comparison = analysis.compare_profiles(profiles[0], profiles[1], pairs=pairs)
+        comparison = analysis.compare_profiles(profiles[0], profiles[1], pairs=unit_pairs)
         results["comparison"] = comparison
         path = os.path.join(output_dir, "comparison.json")
         with open(path, "w") as file:
             json.dump(comparison.to_dict(), file, indent=1)
         results["files"]["comparison"] = path
-    figures = analysis.save_profile_figures(output_dir, profiles, labels, layer_pairs=pairs)
+    figures = analysis.save_profile_figures(output_dir, profiles, labels, layer_pairs=unit_pairs)
     results["files"].update(figures)
     return results
+
+
+def _names(layers):
+    """`--layers` as a list of names (None stays None)."""
+    if layers is None or isinstance(layers, (list, tuple)):
+        return layers
+    names = [name.strip() for name in str(layers).split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--layers={layers!r} names no layer; expected 'name1,name2,...'.")
+    return names
+
+
+def _position(profile, unit):
+    return profile.unit_of(unit) if isinstance(unit, str) else unit
 
 
 def summary(results):
@@ -289,6 +361,9 @@ def summary(results):
     if "layer_pairs_flag" in results:
         lines.append("suggested layer pairs (student:teacher):")
         lines.append(results["layer_pairs_flag"])
+    elif "layer_pairs_python" in results:
+        lines.append("suggested layer pairs (student, teacher), for Distiller(layer_pairs=...):")
+        lines.append(results["layer_pairs_python"])
     else:
         lines.append("pass --student or --student_depth for suggested layer pairs.")
     return lines
@@ -297,7 +372,14 @@ def summary(results):
 def build_parser():
     parser = cli.parser(PROG, __doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--model", required=True, help="Registered model name (timm's), e.g. cait_s24_224.")
+    add("--model", required=True,
+        help="Registered model name (timm's), e.g. cait_s24_224; or a .keras file, or "
+             "keras.applications.<Name> (then name its layers with --layers).")
+    add("--layers", default=None,
+        help="Comma-separated layer names of --model to profile (any functional Keras model) "
+             "instead of its units.")
+    add("--student_layers", default=None,
+        help="Comma-separated layer names of --student to profile.")
     add("--weights", default=None,
         help="A .keras model, a .weights.h5 file, a timm checkpoint (.safetensors/.pth/.bin), or "
              "'timm' (timm's pretrained weights for --model, which may carry timm's tag). "
@@ -335,9 +417,10 @@ def main(argv=None):
     """The `spectralkd-analyze` command; returns the exit status."""
 
     def body(args):
-        cli.check_model_name("model", args.model)
-        if args.student is not None:
-            cli.check_model_name("student", args.student)
+        for flag in ("model", "student"):
+            name = getattr(args, flag)
+            if name is not None and not is_keras_model_spec(name):
+                cli.check_model_name(flag, name)
         for flag in ("num_images", "batch_size"):
             if getattr(args, flag) < 1:
                 raise cli.UsageError(f"--{flag}={getattr(args, flag)} must be >= 1.")
