@@ -166,7 +166,8 @@ def imagenet_data(
         repeated_augmentation: DeiT's repeated augmentation factor (3 in the reference's DDP).
         mixup_alpha, cutmix_alpha: MixUp / CutMix on the training batches (`MixUpCutMix`);
             both 0 (the paper's setting) turns them off.
-        deterministic: sequential per-image map (reproducible, slower).
+        deterministic: sequential per-image map (one thread); the parallel one (False) gives
+            the same batches, faster.
         train_split, val_split: split names (default "train" and "val" for folders, "train"
             and "validation" for TFDS).
     Raises:

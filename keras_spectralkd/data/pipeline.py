@@ -1,16 +1,14 @@
 """tf.data pipelines: per-epoch training streams (resumable) and evaluation streams.
 
 A training stream is built per epoch from `(seed, epoch)`: the shuffle order (a numpy
-permutation for in-memory example lists such as image paths) and every per-image random draw
-of ours (crop, flip, RandAugment's choices, random erasing) come from stateless seeds of
-`(seed, epoch, index)`,
-so epoch 7 is the same stream whether or not the run was restarted before it, and
-`skip_batches` drops already-trained batches BEFORE decoding and augmenting them.
-The Keras augmentation layers (RandAugment's operations) draw their strengths from
-their own generators: with `deterministic=True` the per-image map runs sequentially so those
-draws are reproducible from a fresh start (tests, the demo), though a resumed run continues them
-from a fresh state; with `False` (the recipes' default, for throughput) the map runs in parallel
-and only those draws' order may vary.
+permutation for in-memory example lists such as image paths), repeated augmentation's grouping,
+every per-image random draw (crop, flip, RandAugment's operations, magnitudes and signs,
+random erasing) and every per-batch draw (MixUp/CutMix) come from stateless seeds of
+`(seed, epoch, position)`. The per-image map runs in parallel but delivers in order, so a batch
+is a function of (seed, epoch, its index) whether the map is parallel (the recipes' default)
+or sequential (`deterministic=True`): epoch 7 is the same stream whether or not the run was
+restarted before it, and `skip_batches` drops already-trained batches BEFORE decoding and
+augmenting them (tests/recipes/test_data_resume.py checks a resumed recipe batch by batch).
 """
 
 import dataclasses
@@ -96,7 +94,8 @@ def train_pipeline(
             num_examples / k images and shows each k times, differently augmented, in the same
             batch (DeiT uses k = 3 across its GPUs). 1: off.
         batch_transform: `(images, labels, seed) -> (images, labels)` on batches (MixUp/CutMix).
-        deterministic: run the per-image map sequentially, making every draw reproducible.
+        deterministic: run the per-image map sequentially (one thread). The parallel map
+            (False) gives the same batches in the same order: every draw is stateless.
         load: `(item, label) -> (image, label)` run after shuffling and skipping, before the
             transform (e.g. reading a file from its path, so the shuffle buffer holds paths).
     Returns:

@@ -1,0 +1,127 @@
+"""Exact resume on the real ImageNet pipeline: the tiny DeiT recipe on a folder of JPEG
+photographs, with the recipes' default parallel per-image map, interrupted mid-epoch and run
+again on the same output folder without `teacher_weights`: it resumes from the checkpoint,
+rebuilds the teacher from the file the checkpoint recorded, trains on exactly the batches of
+an uninterrupted run (a hash of every batch at every (epoch, position)) and ends with its
+weights."""
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from recipe_helpers import ROOT
+
+from keras_spectralkd.models import create
+from keras_spectralkd.recipes import RECIPES
+from keras_spectralkd.recipes import runner
+
+
+def _data_helpers():
+    path = os.path.join(ROOT, "tests", "data", "data_helpers.py")
+    spec = importlib.util.spec_from_file_location("data_helpers_for_recipes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Interrupted(Exception):
+    """Stands for the process being killed after a given step."""
+
+
+class InterruptAt(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            raise Interrupted(f"stopped after {self.step} steps")
+
+
+def _recording(data, record):
+    """`data` whose training batches add `(epoch, position) -> sha256` to `record` as the
+    pipeline produces them (a batch produced twice must hash the same)."""
+    def train(epoch, skip_batches=0):
+        dataset = data.train(epoch, skip_batches)
+
+        def note(position, batch):
+            images, labels = batch
+
+            def add(e, i, x, y):
+                key = (int(e), int(i))
+                digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()
+                assert record.setdefault(key, digest) == digest, f"batch {key} changed"
+                return np.int64(0)
+
+            done = tf.py_function(add, [epoch, position, images, labels], tf.int64)
+            with tf.control_dependencies([done]):
+                return tf.identity(images), tf.identity(labels)
+
+        return dataset.enumerate(start=skip_batches).map(note)
+
+    return dataclasses.replace(data, train=train)
+
+
+def _student_weights(output_dir):
+    student = keras.saving.load_model(os.path.join(output_dir, "student.keras"), compile=False)
+    return [np.asarray(w) for w in student.get_weights()]
+
+
+@pytest.mark.slow
+def test_interrupted_recipe_resumes_on_the_same_batches_and_ends_as_an_uninterrupted_run(
+        tmp_path):
+    recipe = RECIPES["deit_tiny"]
+    folder = _data_helpers().write_photograph_folder(tmp_path / "photos")
+    base = recipe.config("tiny")
+    teacher = create(base.teacher, num_classes=4, image_size=base.image_size,
+                     **base.teacher_overrides)
+    teacher_path = str(tmp_path / "teacher.weights.h5")
+    teacher.save_weights(teacher_path)
+    # The recipes' default map (parallel), 2 epochs of 4 steps, a checkpoint every step.
+    # No XLA: compiling costs more than these few tiny steps.
+    settings = dict(data_dir=folder, epochs=2, save_every_steps=1, deterministic=False,
+                    tensorboard=False, verbose=0, ema_decay=0.0, jit_compile=False)
+    assert not recipe.config("paper").deterministic
+
+    def config(output_dir, **changes):
+        return recipe.config("tiny", output_dir=str(output_dir), **settings, **changes)
+
+    reference_batches = {}
+    uninterrupted = config(tmp_path / "uninterrupted", teacher_weights=teacher_path)
+    data = runner.load_data(uninterrupted)
+    assert data.steps_per_epoch == 4
+    runner.run(recipe, uninterrupted, data=_recording(data, reference_batches))
+    assert sorted(reference_batches) == [(e, i) for e in range(2) for i in range(4)]
+
+    # Interrupted after 6 steps (epoch 1, position 2): the checkpoint of step 5 is kept.
+    resumed_dir = tmp_path / "resumed"
+    batches = {}
+    first = config(resumed_dir, teacher_weights=teacher_path)
+    with pytest.raises(Interrupted):
+        runner.run(recipe, first, data=_recording(runner.load_data(first), batches),
+                   callbacks=[InterruptAt(6)])
+    # Run again, as a restarted job would: no teacher_weights, fresh data objects.
+    second = config(resumed_dir)
+    assert second.teacher_weights is None
+    summary = runner.run(recipe, second, data=_recording(runner.load_data(second), batches))
+    resumed_from = summary["resumed_from"]
+    assert resumed_from["global_step"] == 5
+    assert (resumed_from["epoch"], resumed_from["step_in_epoch"]) == (1, 1)
+    recorded = json.load(open(resumed_dir / "config.json"))
+    assert recorded["teacher_weights"] == os.path.abspath(teacher_path)
+    assert summary["final"]["global_step"] == 8
+
+    # Every batch either attempt produced is the uninterrupted run's batch at that place.
+    for key, digest in batches.items():
+        assert reference_batches.get(key) == digest, key
+    assert set(reference_batches) <= set(batches)
+    for ours, theirs in zip(_student_weights(resumed_dir),
+                            _student_weights(tmp_path / "uninterrupted"), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
