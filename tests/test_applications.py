@@ -1,6 +1,10 @@
 """keras.applications CNNs (random weights, 32x32 images, no download) as teachers and students,
 their layers named: the Distiller's loss against the oracles, and a training step."""
 
+import ast
+import os
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -8,7 +12,7 @@ import torch
 
 import torch_objective as ref  # tests/torch_objective.py: the PyTorch oracle
 from band_oracle import band_pair_loss  # tests/band_oracle.py: the common-band rule in numpy
-from keras_spectralkd import Distiller
+from keras_spectralkd import Distiller, models
 
 SIZE, CLASSES = 32, 5
 # (teacher, student, [(student layer, teacher layer), ...]): grids 4x4 <- 8x8 and 2x2 <- 2x2
@@ -94,3 +98,19 @@ def test_a_training_step_moves_the_student_only(applications, rng):
     assert not np.array_equal(head_before, numpy(student.get_layer("logits").kernel))
     for before, variable in zip(teacher_before, teacher.variables):
         np.testing.assert_array_equal(before, numpy(variable))
+
+
+@pytest.mark.slow
+def test_the_readmes_any_keras_model_pairs_name_real_layers(applications):
+    """README.md's "Any Keras model" example: its layer names exist in ConvNeXtTiny and DeiT, and
+    the Distiller accepts them (here at 32x32, DeiT narrowed: the names do not depend on either)."""
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme) as file:
+        section = file.read().split("## Any Keras model", 1)[1].split("\n## ", 1)[0]
+    assert "keras.applications.ConvNeXtTiny(" in section
+    assert 'models.create("deit_tiny_patch16_224"' in section
+    pairs = ast.literal_eval(re.search(r"layer_pairs=(\[.*?\]),\n", section, re.DOTALL).group(1))
+    student = models.create("deit_tiny_patch16_224", image_size=SIZE, embed_dim=24, num_heads=2,
+                            num_classes=CLASSES)
+    distiller = Distiller(applications["ConvNeXtTiny"], student, layer_pairs=pairs, mode="soft")
+    assert [shape[1:3] for shape in distiller._taps["teacher"].map_shapes] == [(2, 2), (1, 1)]
