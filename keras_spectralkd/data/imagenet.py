@@ -181,7 +181,7 @@ def imagenet_data(
         data_format = "folder" if os.path.isdir(os.path.join(data_dir, "train")) else "tfds"
     if data_format not in ("folder", "tfds"):
         raise ValueError(f"data_format must be 'auto', 'folder' or 'tfds'; got {data_format!r}.")
-    train_transform = train_transform or transforms.TrainTransform(image_size, seed=seed)
+    train_transform = train_transform or transforms.TrainTransform(image_size)
     eval_transform = eval_transform or transforms.EvalTransform(image_size)
     eval_batch_size = eval_batch_size or batch_size
 
@@ -214,7 +214,7 @@ def imagenet_data(
     batch_transform = None
     if mixup_alpha > 0 or cutmix_alpha > 0:
         batch_transform = transforms.MixUpCutMix(
-            len(class_names), mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, seed=seed
+            len(class_names), mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha
         )
 
     def train(epoch, skip_batches=0):
