@@ -35,6 +35,8 @@ from keras import ops
 __all__ = ["FeatureTap", "MapLayout", "check_functional", "spatial_layer_names"]
 
 LAYOUTS = ("channels_last", "channels_first", "tokens")
+# Separates the layers of a path into nested models: "backbone/block_3".
+PATH_SEPARATOR = "/"
 # How many layer names an error lists before "... (N in all)".
 LISTED_NAMES = 20
 
@@ -174,7 +176,11 @@ def _listing(model):
     names = spatial_layer_names(model)
     shown = ", ".join(names[:LISTED_NAMES])
     more = f", ... ({len(names)} in all)" if len(names) > LISTED_NAMES else f" ({len(names)})"
-    return f"its layers with a spatial output are: {shown}{more}"
+    nested = [layer.name for layer in _flat_layers(model)
+              if isinstance(layer, keras.Model) and getattr(layer, "inputs", None)]
+    inside = (f"; its layers inside nested models are named by path, e.g. "
+              f"'{nested[0]}/<layer>' (nested: {', '.join(nested)})" if nested else "")
+    return f"its layers with a spatial output are: {shown}{more}{inside}"
 
 
 def check_functional(model, role, layer_names):
@@ -191,6 +197,42 @@ def check_functional(model, role, layer_names):
     )
 
 
+# === Nested models ===
+def _nested_tap_model(model, layer_names):
+    """The tap model when names reach into nested functional models ("backbone/block_3", e.g. a
+    keras-hub task model's backbone): `model`'s graph is replayed on new inputs with the SAME
+    layers (`keras.models.clone_model` with an identity `clone_function`, so every weight is
+    shared), each nested model being called through a tap of its own whose extra outputs are
+    collected on the way."""
+    wanted = {}
+    for position, name in enumerate(layer_names):
+        head, _, rest = name.partition(PATH_SEPARATOR)
+        wanted.setdefault(head, []).append((position, rest))
+    collected = {}
+
+    def call(layer, *args, **kwargs):
+        requests = wanted.get(layer.name, [])
+        inner = [(position, rest) for position, rest in requests if rest]
+        if not inner:
+            outputs = layer(*args, **kwargs)
+        else:
+            # The nested model's own tap: its output and the inner layers', one call.
+            results = FeatureTap(layer, [rest for _, rest in inner]).model(*args, **kwargs)
+            outputs = results[0]
+            for (position, _), tensor in zip(inner, results[1:]):
+                collected[position] = tensor
+        for position, rest in requests:
+            if not rest:
+                collected[position] = outputs
+        return outputs
+
+    replay = keras.models.clone_model(model, clone_function=lambda layer: layer,
+                                      call_function=call)
+    return keras.Model(replay.inputs[0] if len(replay.inputs) == 1 else replay.inputs,
+                       [replay.outputs[0]] + [collected[i] for i in range(len(layer_names))],
+                       name=f"{model.name}_taps")
+
+
 # === The tap ===
 class FeatureTap:
     """The logits and named layers' maps of a functional model, from one forward pass.
@@ -198,7 +240,9 @@ class FeatureTap:
     Args:
         model: a functional or Sequential `keras.Model` with one image input; its first output
             is taken as the logits.
-        layer_names: names of layers of `model` (in any order; maps come back in this order).
+        layer_names: names of layers of `model` (in any order; maps come back in this order);
+            a path "outer/inner" names a layer inside a nested functional model (a keras-hub
+            task model's `backbone`, a backbone used as a layer of a classifier).
         role: "teacher", "student" or "model", for the error messages.
 
     Attributes:
@@ -221,23 +265,38 @@ class FeatureTap:
             tensors.append(tensor)
             layouts.append(layout)
         self.layouts = layouts
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        self.model = keras.Model(
-            inputs=inputs, outputs=[model.outputs[0]] + tensors, name=f"{model.name}_taps"
-        )
+        if any(PATH_SEPARATOR in name for name in layer_names):
+            self.model = _nested_tap_model(model, layer_names)
+        else:
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            self.model = keras.Model(
+                inputs=inputs, outputs=[model.outputs[0]] + tensors, name=f"{model.name}_taps"
+            )
 
     def _resolve(self, model, name, data_format, image_size):
-        try:
-            layer = model.get_layer(name=name)
-        except ValueError:
-            raise ValueError(
-                f"The {self.role} {model.name!r} has no layer named {name!r}; {_listing(model)}."
-            ) from None
+        owner, path = model, name.split(PATH_SEPARATOR)
+        for step, part in enumerate(path):
+            try:
+                layer = owner.get_layer(name=part)
+            except (ValueError, AttributeError):
+                where = "" if not step else f" (in {PATH_SEPARATOR.join(path[:step])!r})"
+                raise ValueError(
+                    f"The {self.role} {model.name!r} has no layer named {name!r}{where}; "
+                    f"{_listing(owner)}."
+                ) from None
+            if step < len(path) - 1:
+                if not (isinstance(layer, keras.Model) and getattr(layer, "inputs", None)
+                        and len(layer.outputs) == 1):
+                    raise ValueError(
+                        f"Layer path {name!r} of the {self.role} {model.name!r} goes through "
+                        f"{part!r}, which is not a functional model with one output."
+                    )
+                owner = layer
         output = _single_output(layer)
         if output is None:
             raise ValueError(
                 f"Layer {name!r} of the {self.role} {model.name!r} has no single output (it has "
-                f"several, or is called more than once); {_listing(model)}."
+                f"several, or is called more than once); {_listing(owner)}."
             )
         own_format = getattr(layer, "data_format", None)
         layout = infer_layout(
@@ -246,7 +305,7 @@ class FeatureTap:
         if not isinstance(layout, MapLayout):
             raise ValueError(
                 f"Layer {name!r} of the {self.role} {model.name!r} cannot be used as a feature "
-                f"map: {layout}; {_listing(model)}."
+                f"map: {layout}; {_listing(owner)}."
             )
         return output, layout
 

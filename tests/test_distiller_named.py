@@ -214,3 +214,23 @@ def test_index_pairs_on_different_grids_opt_into_the_low_band(rng):
     _, (s_map,) = student.forward_intermediates(x, [1])
     _, (t_map,) = teacher.forward_intermediates(x, [1])
     np.testing.assert_allclose(pair_loss, band_pair_loss(numpy(s_map), numpy(t_map)), rtol=1e-5)
+
+
+def test_a_layer_inside_a_nested_backbone_trains(rng):
+    """A path ("backbone/stage_1") into a backbone used as one layer of the student, as keras-hub
+    task models are built: the tapped backbone's weights get the spectral gradient."""
+    inner = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="stage_0")(inner)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stage_1")(x)
+    backbone = keras.Model(inner, x, name="backbone")
+    images = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(backbone(images))
+    student = keras.Model(images, keras.layers.Dense(4)(pooled), name="task_student")
+    distiller = Distiller(cnn_teacher(), student, layer_pairs=[("backbone/stage_1", "stage_1")],
+                          mode="fft", alpha=1.0, spectral_weight=1.0)  # no CE: spectral only
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    x = rng.standard_normal((4, 16, 16, 3)).astype("float32")
+    before = numpy(backbone.get_layer("stage_1").kernel)
+    logs = distiller.train_on_batch(x, np.array([0, 1, 2, 3]), return_dict=True)
+    assert logs["spectral_loss_pair_0"] > 0
+    assert not np.array_equal(before, numpy(backbone.get_layer("stage_1").kernel))

@@ -149,3 +149,41 @@ def test_a_token_count_no_grid_fits_is_refused():
                                          r"sequence of 27 tokens and no grid with the input's "
                                          r"aspect 12x12"):
         taps.FeatureTap(model, ["block"])
+
+
+def nested_classifier():
+    """A functional backbone used as ONE layer of a classifier (keras-hub task models' shape)."""
+    inner = keras.Input((8, 8, 3), name="backbone_images")
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stage_0")(inner)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stage_1")(x)
+    backbone = keras.Model(inner, x, name="backbone")
+    images = keras.Input((8, 8, 3), name="images")
+    x = keras.layers.Conv2D(8, 1, name="neck")(backbone(images))
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(images, keras.layers.Dense(3, name="head")(pooled), name="classifier")
+
+
+def test_paths_reach_layers_of_nested_models_in_one_forward(rng):
+    model = nested_classifier()
+    images = rng.standard_normal((2, 8, 8, 3)).astype("float32")
+    names = ["backbone/stage_1", "neck", "backbone/stage_0"]
+    tap = taps.FeatureTap(model, names)
+    logits, maps = tap(images)
+    backbone = model.get_layer("backbone")
+    expected = [layer_outputs(backbone, ["stage_1"], images)[0],
+                layer_outputs(model, ["neck"], images)[0],
+                layer_outputs(backbone, ["stage_0"], images)[0]]
+    assert tap.map_shapes == [(None, 4, 4, 8), (None, 4, 4, 8), (None, 8, 8, 4)]
+    np.testing.assert_allclose(numpy(logits), numpy(model(images)), rtol=1e-6, atol=1e-6)
+    for got, want in zip(maps, expected):
+        np.testing.assert_allclose(numpy(got), want, rtol=1e-6, atol=1e-6)
+    # The same weights, not copies: nothing is added by tapping.
+    assert {id(v) for v in tap.model.weights} == {id(v) for v in model.weights}
+    with pytest.raises(ValueError, match=r"has no layer named 'stage_1'; .* its layers inside "
+                                         r"nested models are named by path, e.g. "
+                                         r"'backbone/<layer>'"):
+        taps.FeatureTap(model, ["stage_1"])
+    with pytest.raises(ValueError, match=r"has no layer named 'backbone/stage_9' \(in "
+                                         r"'backbone'\); its layers with a spatial output are: "
+                                         r"backbone_images, stage_0, stage_1 \(3\)"):
+        taps.FeatureTap(model, ["backbone/stage_9"])
