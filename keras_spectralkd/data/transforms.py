@@ -309,16 +309,19 @@ def _smooth(image):
     """PIL's `ImageFilter.SMOOTH` (3x3 kernel of ones with 5 in the middle, / 13, rounded);
     the one-pixel border is copied unchanged, as PIL does."""
     pixels = tf.cast(image, tf.int32)
-    height, width = tf.shape(pixels)[0], tf.shape(pixels)[1]
-    total = 4 * pixels[1:height - 1, 1:width - 1]
+    shape = tf.shape(pixels)
+    height, width = shape[0], shape[1]
+    padded = tf.pad(pixels, [[1, 1], [1, 1], [0, 0]])
+    total = 4 * pixels
     for dy in range(3):
         for dx in range(3):
-            total += pixels[dy:height - 2 + dy, dx:width - 2 + dx]
+            total += padded[dy:dy + height, dx:dx + width]
     # floor(S / 13 + 0.5) in integers: PIL's float sum is never within 1/13 of a tie.
-    inner = tf.cast((2 * total + 13) // 26, tf.float32)
-    padding = [[1, 1], [1, 1], [0, 0]]
-    inside = tf.pad(tf.ones_like(inner, tf.bool), padding)
-    return tf.where(inside, tf.pad(inner, padding), tf.cast(image, tf.float32))
+    smoothed = tf.cast((2 * total + 13) // 26, tf.float32)
+    rows = tf.range(height)[:, None, None]
+    cols = tf.range(width)[None, :, None]
+    inside = (rows >= 1) & (rows < height - 1) & (cols >= 1) & (cols < width - 1)
+    return tf.where(inside, smoothed, tf.cast(image, tf.float32))
 
 
 def _float64(value):

@@ -264,3 +264,25 @@ def test_draws_are_distributed_as_timms(timm_rand_augment):
     assert _ks_statistic(our_mag, their_mag) < critical
     for signs in (our_signs, their_signs):
         assert abs(signs.mean() - 0.5) < 0.06
+
+
+def test_operations_run_on_images_of_one_or_two_pixels_a_side():
+    """PIL leaves a border of one pixel alone when sharpening: an image all border is kept."""
+    augment = transforms.RandAugment()
+    image = tf.constant(np.random.default_rng(1).integers(0, 256, (2, 1, 3)), tf.float32)
+    for name in augment.OPS:
+        assert augment.apply(name, image, 7.0, True).shape == (2, 1, 3), name
+    np.testing.assert_array_equal(augment.apply("SharpnessIncreasing", image, 9.0), image)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="num_ops must be an integer >= 0; got 1.5"):
+        transforms.RandAugment(num_ops=1.5)
+    with pytest.raises(ValueError, match="magnitude_std must be >= 0"):
+        transforms.RandAugment(magnitude_std=-1)
+    with pytest.raises(ValueError, match="fill must be one pixel value or three"):
+        transforms.RandAugment(fill=(1, 2))
+    with pytest.raises(ValueError, match="translate_pct must be in"):
+        transforms.RandAugment(translate_pct=2.0)
+    with pytest.raises(ValueError, match="Unknown RandAugment operation 'Cutout'"):
+        transforms.RandAugment().apply("Cutout", tf.zeros((4, 4, 3)), 9.0)
