@@ -1,6 +1,7 @@
 """Callbacks: SpectralKD's spectral view of training, in TensorBoard (`SpectralTensorBoard`) and
 in every epoch's logs (`SpectralTracker`)."""
 
+import functools
 import io
 import os
 
@@ -323,7 +324,9 @@ def _compile_reading(function, model):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(function, autograph=False)
+        # A partial has no __code__: TensorFlow's frequent-retracing warning then counts this
+        # model's function alone, not every model's probe of a sweep (one trace each, by design).
+        return tf.function(functools.partial(function), autograph=False)
     if backend == "jax":
         import jax
 

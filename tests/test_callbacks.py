@@ -343,3 +343,14 @@ def test_the_tracker_logs_the_students_distance_to_its_teacher(tmp_path, data):
         "level_distance", "profile_r", "spectral_gap"}
     with pytest.raises(ValueError, match="at least one layer pair"):
         SpectralTracker(teacher, images[:4], [])
+
+
+def test_one_probe_per_model_raises_no_retracing_warning(data, caplog):
+    """A sweep compiles one probe per student; TensorFlow must not take that for retracing."""
+    images, _ = data
+    teacher = TinyBackbone(width=8, depth=4, name="teacher")
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for index in range(7):
+            student = TinyBackbone(width=4, depth=2, name=f"student{index}")
+            SpectralTracker(teacher, images[:2], PAIRS, student=student).measure()
+    assert "retracing" not in caplog.text

@@ -424,3 +424,31 @@ def plot_spectral_distances(runs, arms, path=None):
         _style_axis(axis)
         axis.legend()
     return _finish(figure, path)
+
+
+def plot_arm_profiles(teacher_intensity, runs, arms, path=None):
+    """The teacher's L(X) over relative depth, and each arm's final student profile (mean over
+    seeds; thin lines: single seeds). `runs` carry `arm` and `intensity` (one value per unit)."""
+    import numpy as np
+
+    figure = _new_figure(6.0, 4.0)
+    axis = figure.add_subplot()
+    teacher = np.asarray(teacher_intensity, dtype=np.float64)
+    axis.plot(np.linspace(0, 1, len(teacher)), teacher, color="black", linewidth=2,
+              marker="s", label="teacher")
+    for index, arm in enumerate(arms):
+        curves = np.array([r["intensity"] for r in runs if r["arm"] == arm], dtype=np.float64)
+        if not curves.size:
+            continue
+        depth = np.linspace(0, 1, curves.shape[1])
+        color = MODEL_COLORS[index % len(MODEL_COLORS)]
+        for curve in curves:
+            axis.plot(depth, curve, color=color, alpha=0.25, linewidth=0.8)
+        axis.plot(depth, curves.mean(axis=0), color=color, linewidth=2,
+                  marker=MODEL_MARKERS[index % len(MODEL_MARKERS)], label=arm)
+    axis.set_xlabel("relative depth")
+    axis.set_ylabel("frequency intensity L(X)")
+    axis.set_title("Spectral profiles: the teacher and each arm's students (final epoch)")
+    _style_axis(axis)
+    axis.legend(loc="best")
+    return _finish(figure, path)

@@ -17,7 +17,8 @@ is resumed by the runner from its last checkpoint.
 
 Arms are named in the Distiller's words (`RunConfig.label`): `none` (CE only), `soft` (CE + soft
 logit KD), `fft` (CE + the spectral term), `soft+spectral` (SpectralKD: soft KD + the spectral
-term); a user may add arms of any config fields.
+term on the guideline's pairs), and `soft+middle`, `soft+spread`, `soft+last`: SpectralKD on
+other choices of as many pairs (`layer_choices`); a user may add arms of any config fields.
 """
 
 import dataclasses
@@ -41,6 +42,35 @@ ARMS = {
     "fft": dict(mode="fft"),
     "soft+spectral": dict(mode="soft"),
 }
+LAYER_CHOICE_ARMS = ("soft+middle", "soft+spread", "soft+last")
+
+
+def layer_choices(pairs, student_depth, teacher_depth):
+    """Other choices of as many layer pairs as `pairs` (the guideline's), for the paper's claim
+    that its choice beats them: the student units in the middle, spread evenly over depth, and
+    the last ones. Spread units are the centres of k equal segments of the student's depth (so
+    two pairs are not simply the first and last units). Middle and spread units pair with the
+    teacher unit at the same relative depth; the last k student units with the last k teacher
+    units (late-layer distillation).
+
+    Returns:
+        {"middle": pairs, "spread": pairs, "last": pairs}, each sorted, len(pairs) long.
+    """
+    count = len(pairs)
+    if not 1 <= count <= student_depth:
+        raise ValueError(f"{count} layer pairs do not fit a student of {student_depth} units.")
+
+    def at_same_depth(units):
+        scale = (teacher_depth - 1) / max(student_depth - 1, 1)
+        return [(unit, int(round(unit * scale))) for unit in units]
+
+    start = (student_depth - count) // 2
+    spread = [int(round((i + 0.5) * student_depth / count - 0.5)) for i in range(count)]
+    return {
+        "middle": at_same_depth(range(start, start + count)),
+        "spread": at_same_depth(spread),
+        "last": [(student_depth - count + i, teacher_depth - count + i) for i in range(count)],
+    }
 
 
 @dataclasses.dataclass
@@ -128,6 +158,15 @@ def train_teacher(recipe, config, output_dir, *, student_depth, profile_images=5
         layer_pairs = analysis.select_layer_pairs(profile, student_depth)
     return Teacher(model=model, path=path, profile=profile,
                    pairs=[tuple(p) for p in layer_pairs], summary=summary, images=images)
+
+
+def arm_changes(arm, config, teacher):
+    """The config changes of a standard arm (`ARMS`, `LAYER_CHOICE_ARMS`) for this teacher."""
+    if arm in LAYER_CHOICE_ARMS:
+        choices = layer_choices(teacher.pairs, config.student_overrides["depth"],
+                                teacher.model.num_units)
+        return dict(mode="soft", layer_pairs=choices[arm.split("+")[1]])
+    return dict(ARMS[arm])
 
 
 def arm_config(config, arm_changes, seed, teacher, run_dir):

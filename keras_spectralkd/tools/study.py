@@ -12,12 +12,15 @@ resumable). Within a seed every arm starts from the same weights and sees the sa
 paired design, the arm the only difference.
 
 Arms (the Distiller's words): `none` (CE only), `soft` (soft logit KD), `fft` (CE + the spectral
-term), `soft+spectral` (SpectralKD); `--arm 'NAME={"spectral_weight": 0.5}'` adds an arm of any
-config fields. Reported (study.json, runs.csv, epochs.csv, results.md, top1.png, distance.png):
+term), `soft+spectral` (SpectralKD on the guideline's pairs), `soft+middle`, `soft+spread`,
+`soft+last` (SpectralKD on other choices of as many pairs); `--arm 'NAME={"spectral_weight":
+0.5}'` adds an arm of any config fields. Reported (study.json, runs.csv, epochs.csv, results.md,
+top1.png, distance.png, profiles.png):
 - per arm, the mean +- std over seeds of the FINAL-epoch top-1 on the test set (the headline) and
   of the best-epoch top-1 (optimistic: it picks the epoch on the test set itself);
-- the paired difference of each arm to `none` (and `soft+spectral` to `soft`) with a 95%
-  t-interval over seeds;
+- the paper's three claims (`CLAIMS`), each as paired differences with a 95% t-interval over
+  seeds, whether it excludes zero, the seeds a 0.5-point difference would need at 80% power, and
+  a verdict: supported, contradicted, or not resolved at this power;
 - per epoch, the student's L(X) against the teacher's: `level_distance` (RMS over relative
   depth), `profile_r` (Pearson r), and `spectral_gap` (the spectral alignment loss at the layer
   pairs on the profiling images).
@@ -37,39 +40,86 @@ from keras_spectralkd.tools import cli
 
 PROG = "spectralkd-study"
 BACKENDS = ("tensorflow", "jax", "torch")
-STANDARD_ARMS = ("none", "soft", "fft", "soft+spectral")
+LAYER_CHOICE_ARMS = ("soft+middle", "soft+spread", "soft+last")  # recipes.sweep's
+STANDARD_ARMS = ("none", "soft", "fft", "soft+spectral") + LAYER_CHOICE_ARMS
+DEFAULT_ARMS = ("none", "soft", "soft+spectral") + LAYER_CHOICE_ARMS
+QUICK_ARMS = ("none", "soft", "soft+spectral", "soft+last")
 # Resuming a study with other values of these is refused (arms and seeds may be added).
 _FIXED_ON_RESUME = ("teacher", "student", "layer_pairs", "backend")
 
 
 # === Summaries ===
+# The paper's three claims, each as paired comparisons (arm, baseline, metric, the sign the claim
+# expects of arm - baseline). Claim 3 compares every distilled arm with `none`.
+CLAIMS = {
+    "1": ("SpectralKD beats soft KD, which beats no KD (final top-1)",
+          [("soft+spectral", "soft", "top1", 1), ("soft", "none", "top1", 1),
+           ("soft+spectral", "none", "top1", 1)]),
+    "2": ("the guideline's layer pairs beat other choices of as many pairs (final top-1)",
+          [("soft+spectral", arm, "top1", 1) for arm in LAYER_CHOICE_ARMS]),
+    "3": ("distilled students mirror the teacher's spectral profile more than a student "
+          "trained without distillation",
+          [(arm, "none", metric, sign) for arm in STANDARD_ARMS if arm != "none"
+           for metric, sign in (("level_distance", -1), ("profile_r", 1))]),
+}
+# The top-1 difference the power analysis sizes a study for (0.5 points).
+POWER_EFFECT = 0.005
+METRICS = ("top1", "best_top1", "level_distance", "profile_r", "spectral_gap")
+
+
 def statistics(runs, arms):
-    """Per-arm means and the paired differences (see the module doc)."""
-    from keras_spectralkd.analysis.statistics import mean_interval, paired_difference
+    """Per-arm means and, per claim, the paired comparisons of the arms present, each with its
+    95% t-interval, whether it excludes zero, and (top-1) the seeds a 0.5-point difference needs
+    at 80% power given the observed spread; and each claim's verdict."""
+    from keras_spectralkd.analysis.statistics import (mean_interval, paired_difference,
+                                                      seeds_for_power)
 
     by_arm = {a: {r["seed"]: r for r in runs if r["arm"] == a} for a in arms}
-    per_arm = {
-        arm: {key: mean_interval([r[key] for r in results.values()])
-              for key in ("top1", "best_top1", "level_distance", "profile_r", "spectral_gap")}
-        for arm, results in by_arm.items() if results
-    }
-    comparisons = [(a, "none") for a in arms if a != "none"] + [("soft+spectral", "soft")]
-    differences = {}
-    for arm, baseline in comparisons:
-        if by_arm.get(arm) and by_arm.get(baseline):
-            differences[f"{arm} - {baseline}"] = paired_difference(
-                {s: r["top1"] for s, r in by_arm[arm].items()},
-                {s: r["top1"] for s, r in by_arm[baseline].items()},
-            )
-    return dict(per_arm=per_arm, differences=differences)
+    per_arm = {arm: {key: mean_interval([r[key] for r in results.values()]) for key in METRICS}
+               for arm, results in by_arm.items() if results}
+    claims = {}
+    for claim, (statement, comparisons) in CLAIMS.items():
+        rows = []
+        for arm, baseline, metric, sign in comparisons:
+            if not (by_arm.get(arm) and by_arm.get(baseline)):
+                continue
+            row = paired_difference({s: r[metric] for s, r in by_arm[arm].items()},
+                                    {s: r[metric] for s, r in by_arm[baseline].items()})
+            row.update(arm=arm, baseline=baseline, metric=metric, expected=sign,
+                       excludes_zero=bool(row["low"] > 0 or row["high"] < 0))
+            row["seeds_for_power"] = (
+                seeds_for_power(POWER_EFFECT, row["std"])
+                if metric == "top1" and row["std"] > 0 else None)
+            rows.append(row)
+        claims[claim] = dict(statement=statement, comparisons=rows, verdict=_verdict(rows))
+    return dict(per_arm=per_arm, claims=claims)
+
+
+def _verdict(rows):
+    """"supported": every comparison excludes zero in the claimed direction; "contradicted":
+    one excludes it in the other; otherwise "not resolved at this power" (or no data)."""
+    if not rows:
+        return "not tested (its arms were not run)"
+    if any(r["excludes_zero"] and (r["mean"] > 0) != (r["expected"] > 0) for r in rows):
+        return "contradicted"
+    if all(r["excludes_zero"] for r in rows):
+        return "supported"
+    return "not resolved at this power"
 
 
 def _points(value, sign=""):
     return "n/a" if value is None or math.isnan(value) else f"{value * 100:{sign}.2f}"
 
 
+def _value(metric, value, sign=""):
+    """Top-1 in points, the spectral distances as they are."""
+    if metric in ("top1", "best_top1"):
+        return _points(value, sign)
+    return "n/a" if value is None or math.isnan(value) else f"{value:{sign}.4f}"
+
+
 def markdown_table(summary):
-    """The per-arm table and the paired differences, in markdown."""
+    """The per-arm table, then each claim's paired comparisons and verdict, in markdown."""
     stats = summary["statistics"]
     lines = [
         "| arm | seeds | final top-1 (%) mean +- std | best-epoch top-1 (%) (optimistic) "
@@ -83,11 +133,19 @@ def markdown_table(summary):
             f"{_points(s['best_top1']['std'])} | {s['level_distance']['mean']:.4f} | "
             f"{s['profile_r']['mean']:+.3f} | {s['spectral_gap']['mean']:.4f} |"
         )
-    lines += ["", "| paired difference (final top-1, points) | seeds | mean | 95% t-interval |",
-              "|---|---|---|---|"]
-    for name, d in stats["differences"].items():
-        lines.append(f"| {name} | {d['n']} | {_points(d['mean'], '+')} | "
-                     f"[{_points(d['low'], '+')}, {_points(d['high'], '+')}] |")
+    for claim, c in stats["claims"].items():
+        lines += ["", f"Claim {claim}: {c['statement']}. Verdict: **{c['verdict']}**.", ""]
+        if not c["comparisons"]:
+            continue
+        lines += ["| paired difference | metric | seeds | mean | 95% t-interval | excludes 0 "
+                  f"| seeds for {POWER_EFFECT * 100:.1f} pt at 80% power |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in c["comparisons"]:
+            m = r["metric"]
+            lines.append(
+                f"| {r['arm']} - {r['baseline']} | {m} | {r['n']} | {_value(m, r['mean'], '+')} "
+                f"| [{_value(m, r['low'], '+')}, {_value(m, r['high'], '+')}] | "
+                f"{'yes' if r['excludes_zero'] else 'no'} | {r['seeds_for_power'] or '-'} |")
     teacher = summary["teacher"]
     lines += ["", f"Teacher (CaiT, CE only): final top-1 {teacher['top1'] * 100:.2f}%. Layer "
                   "pairs (student:teacher): "
@@ -124,6 +182,8 @@ def write_outputs(summary, output_dir):
     plots.plot_arm_top1(summary["runs"], per_arm, os.path.join(output_dir, "top1.png"))
     plots.plot_spectral_distances(summary["runs"], list(per_arm),
                                   os.path.join(output_dir, "distance.png"))
+    plots.plot_arm_profiles(summary["teacher"]["intensity"], summary["runs"], list(per_arm),
+                            os.path.join(output_dir, "profiles.png"))
 
 
 # === The study ===
@@ -156,7 +216,12 @@ def _comparable(config):
 
 def run_study(teacher_config, student_config, output_dir, *, seeds, arms, layer_pairs=None,
               profile_images=512, log=print):
-    """Runs (or resumes) the study; writes and returns the summary dict."""
+    """Runs (or resumes) the study; writes and returns the summary dict.
+
+    `arms`: name -> config changes, or None for a standard arm (`recipes.sweep.arm_changes`,
+    resolved once the teacher's pairs are known; a layer-choice arm whose pairs are the
+    guideline's own is dropped, saying so).
+    """
     import time
 
     import keras
@@ -179,6 +244,15 @@ def run_study(teacher_config, student_config, output_dir, *, seeds, arms, layer_
     log("teacher L(X) per block: " + " ".join(f"{v:.4f}" for v in teacher.profile.intensity)
         + f"; layer pairs (student:teacher) {analysis.format_layer_pairs(teacher.pairs)}"
         + (" (the guideline's)" if layer_pairs is None else " (given)"))
+    resolved = {}
+    for name, changes in arms.items():
+        changes = sweep.arm_changes(name, student_config, teacher) if changes is None else changes
+        if name in LAYER_CHOICE_ARMS and [tuple(p) for p in changes["layer_pairs"]] == list(
+                teacher.pairs):
+            log(f"arm {name} dropped: its pairs are the guideline's own on these depths.")
+            continue
+        resolved[name] = changes
+    arms = resolved
     runs = sweep.run_sweep(RECIPES["fashion_mnist"], student_config, teacher, arms, seeds,
                            output_dir, log)
     history = teacher.summary["history"]
@@ -258,7 +332,8 @@ def build_parser():
                         help="a tiny study for tests (2 seeds, 256 images, small models)")
     parser.add_argument("--seeds", type=_int_list, help="e.g. 0,1,2 (default; quick: 0,1)")
     parser.add_argument("--arms", type=_arm_list,
-                        help=f"subset of {','.join(STANDARD_ARMS)} (default all)")
+                        help=f"subset of {','.join(STANDARD_ARMS)} (default "
+                             f"{','.join(DEFAULT_ARMS)}; quick: {','.join(QUICK_ARMS)})")
     parser.add_argument("--arm", type=_custom_arm, action="append", default=[],
                         metavar="NAME=JSON", help="one more arm of any config fields")
     parser.add_argument("--layer_pairs", type=_pairs,
@@ -311,7 +386,7 @@ def main(argv=None):
         except ValueError as error:
             raise cli.UsageError(str(error)) from None
 
-        arms = {arm: sweep.ARMS[arm] for arm in (args.arms or STANDARD_ARMS)}
+        arms = dict.fromkeys(args.arms or (QUICK_ARMS if args.quick else DEFAULT_ARMS))
         for name, changes in args.arm:
             try:
                 dataclasses.replace(student_config, **changes).check()
