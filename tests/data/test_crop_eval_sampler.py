@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 import tensorflow as tf
-from data_helpers import photograph
+from data_helpers import jpeg_bytes, photograph
 from test_rand_augment import _ks_statistic
 
 from keras_spectralkd.data import transforms
@@ -109,12 +109,33 @@ def test_crop_resize_is_pils_bicubic_up_to_interpolation_error():
             assert difference.mean() <= 0.25, (height, width, difference.mean())
 
 
+def test_jpegs_decode_as_pil_decodes_them_whole_and_in_crop_windows():
+    """JPEG bytes -> pixels as PIL (timm's reader) decodes them, exactly: whole, and through
+    the crop's window decoding (TensorFlow's default fast IDCT is ~1 level off on average, up
+    to 12; a window decoded without a margin differs at its edges, up to 29 levels)."""
+    import io
+
+    rng = np.random.default_rng(3)
+    for trial in range(16):
+        height, width = int(rng.integers(40, 400)), int(rng.integers(40, 400))
+        encoded = jpeg_bytes(photograph(height, width, trial), quality=int(rng.integers(60, 98)))
+        decoded = np.asarray(PIL_Image.open(io.BytesIO(encoded)).convert("RGB"))
+        np.testing.assert_array_equal(transforms.decode_image(tf.constant(encoded)).numpy(),
+                                      decoded)
+        seed = tf.constant([trial, 8], tf.int64)
+        np.testing.assert_array_equal(
+            transforms.random_resized_crop(tf.constant(encoded), 48, seed).numpy(),
+            transforms.random_resized_crop(tf.constant(decoded), 48, seed).numpy())
+
+
 # === The evaluation transform ===
 def test_eval_transform_is_deits_up_to_interpolation_error():
     """EvalTransform against DeiT's eval transform (torchvision Resize(256, bicubic) on PIL,
-    CenterCrop(224), ToTensor, Normalize) on JPEG photographs of several sizes and shapes:
+    CenterCrop(224), ToTensor, Normalize) from the same JPEG files of several sizes and shapes:
     within one pixel level (1/255 before normalising) everywhere, ~0.15-0.18 levels on
     average; exact where no resize happens (shorter side already 256)."""
+    import io
+
     torch = pytest.importorskip("torch")
     from torchvision import transforms as tv
 
@@ -124,10 +145,11 @@ def test_eval_transform_is_deits_up_to_interpolation_error():
     ours_eval = transforms.EvalTransform(224)
     one_level = 1.0 / 255.0 / min(transforms.IMAGENET_STD)
     for height, width in [(375, 500), (500, 333), (300, 407), (200, 180), (256, 256)]:
-        image = photograph(height, width, height + width)
+        encoded = jpeg_bytes(photograph(height, width, height + width))
         with torch.no_grad():
-            theirs = deit_eval(PIL_Image.fromarray(image)).permute(1, 2, 0).numpy()
-        ours = ours_eval(tf.constant(image)).numpy()
+            theirs = deit_eval(PIL_Image.open(io.BytesIO(encoded)).convert("RGB"))
+        theirs = theirs.permute(1, 2, 0).numpy()
+        ours = ours_eval(tf.constant(encoded)).numpy()  # decoded by us, as in the pipeline
         difference = np.abs(ours - theirs)
         assert ours.shape == theirs.shape == (224, 224, 3)
         assert difference.max() <= one_level * 1.001, (height, width)
