@@ -35,15 +35,33 @@ def numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def random_values(variable, rng):
+    """A random value for one variable of a CNN: batch-norm statistics and scales at their
+    usual start, biases and shifts 0, kernels normal with variance 1 / fan-in."""
+    name, shape = variable.path.rsplit("/", 1)[-1], tuple(variable.shape)
+    if name in ("gamma", "moving_variance"):
+        return np.ones(shape, "float32")
+    if name in ("beta", "moving_mean", "bias") or len(shape) < 2:
+        return np.zeros(shape, "float32")
+    fan_in = int(np.prod(shape[:-1])) if name != "depthwise_kernel" else int(np.prod(shape[:2]))
+    return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype("float32")
+
+
 @pytest.fixture(scope="module")
 def applications():
-    """Each of the four models once (building them is most of this file's time)."""
-    built = {}
+    """Each of the four models once. Their variables are built without running their
+    initializers and given numpy values instead: on JAX each initializer is a compilation of
+    its own, most of the time these models take to build there."""
+    from keras_spectralkd._keras_internals import deferred_variables, give_values
+
+    built, rng = {}, np.random.default_rng(0)
     for name in ("ResNet50", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny"):
-        keras.utils.set_random_seed(len(built))
-        built[name] = getattr(keras.applications, name)(
-            weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
-            classifier_activation=None)
+        with deferred_variables() as deferred:
+            model = getattr(keras.applications, name)(
+                weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+                classifier_activation=None)
+        give_values(deferred, ((v, random_values(v, rng)) for v in model.variables))
+        built[name] = model
     # Dropout is random in the training forward, which the oracle would have to repeat draw for
     # draw: off, so that the step and the oracle see one network.
     for model in built.values():
