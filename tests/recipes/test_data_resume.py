@@ -3,7 +3,7 @@ photographs, with the recipes' default parallel per-image map, interrupted mid-e
 again on the same output folder without `teacher_weights`: it resumes from the checkpoint,
 rebuilds the teacher from the file the checkpoint recorded, trains on exactly the batches of
 an uninterrupted run (a hash of every batch at every (epoch, position)) and ends with its
-weights."""
+weights; a third run on the finished folder reads no training batch and changes nothing."""
 
 import dataclasses
 import hashlib
@@ -122,6 +122,16 @@ def test_interrupted_recipe_resumes_on_the_same_batches_and_ends_as_an_uninterru
     for key, digest in batches.items():
         assert reference_batches.get(key) == digest, key
     assert set(reference_batches) <= set(batches)
-    for ours, theirs in zip(_student_weights(resumed_dir),
-                            _student_weights(tmp_path / "uninterrupted"), strict=True):
+    final_weights = _student_weights(resumed_dir)
+    for ours, theirs in zip(final_weights, _student_weights(tmp_path / "uninterrupted"),
+                            strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+
+    # A third run on the finished folder reads no training batch and keeps the weights.
+    third = {}
+    again = runner.run(recipe, config(resumed_dir), data=_recording(runner.load_data(second),
+                                                                    third))
+    assert again["final"]["global_step"] == 8
+    assert third == {}
+    for ours, before in zip(_student_weights(resumed_dir), final_weights, strict=True):
+        np.testing.assert_array_equal(ours, before)
