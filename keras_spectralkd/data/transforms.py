@@ -290,7 +290,14 @@ def random_erasing(image, seed, probability=0.25, scale=(0.02, 1.0 / 3.0), ratio
                    lambda: tf.identity(image))
 
 
-# === RandAugment helpers: PIL's operations in TensorFlow ===
+# === RandAugment: timm's `rand-m9-mstd0.5-inc1`, with PIL's arithmetic ===
+# timm's geometric ops fill what they uncover with the ImageNet mean in pixels, per channel
+# (`img_mean` in timm's `create_transform`: round(255 * mean) = (124, 116, 104)).
+FILL_COLOR = tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN)
+# timm's magnitude scale: a magnitude m gives an op's strength m / 10 of its maximum.
+_LEVEL_DENOM = 10.0
+
+
 def equalize(image):
     """PIL's `ImageOps.equalize` (what timm applies), per channel, on (H, W, 3) in [0, 255]."""
 
@@ -305,14 +312,6 @@ def equalize(image):
 
     image = tf.cast(image, tf.float32)
     return tf.stack([channel(image[..., c]) for c in range(3)], axis=-1)
-
-
-# === RandAugment: timm's `rand-m9-mstd0.5-inc1`, with PIL's arithmetic ===
-# timm's geometric ops fill what they uncover with the ImageNet mean in pixels, per channel
-# (`img_mean` in timm's `create_transform`: round(255 * mean) = (124, 116, 104)).
-FILL_COLOR = tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN)
-# timm's magnitude scale: a magnitude m gives an op's strength m / 10 of its maximum.
-_LEVEL_DENOM = 10.0
 
 
 def _blend(degenerate, image, factor):
