@@ -185,15 +185,19 @@ def _listing(model):
 
 def check_functional(model, role, layer_names):
     """A clear ValueError unless `model` is a functional or Sequential model with one input."""
-    inputs = getattr(model, "inputs", None) if isinstance(model, keras.Model) else None
+    try:
+        inputs = model.inputs if isinstance(model, keras.Model) else None
+    except (AttributeError, ValueError):  # a Sequential model not built yet has none
+        inputs = None
     if inputs:
         return
     kind = type(model).__name__
     raise ValueError(
         f"Layer names ({', '.join(map(repr, layer_names))}) need a functional or "
         f"Sequential {role}; {getattr(model, 'name', model)!r} is a {kind} without symbolic "
-        "inputs (a subclassed model). Build it functionally, or give its layers as unit indices "
-        "of a backbone with `forward_intermediates`."
+        "inputs (a subclassed model, or a Sequential one without keras.Input). Build it "
+        "functionally, or give its layers as unit indices of a backbone with "
+        "`forward_intermediates`."
     )
 
 
