@@ -30,7 +30,7 @@ def small_cnn(data_format="channels_last", name="cnn"):
 
 
 def token_model(prefix, grid=(2, 4), image=(16, 32), width=6, name="vit"):
-    """Patchify to `grid`, prepend `prefix` learned tokens, one Dense, pool, head: a ViT's layout."""
+    """Patchify to `grid`, prepend `prefix` learned tokens, a Dense, pool, head: a ViT's layout."""
     patch = image[0] // grid[0]
     images = keras.Input(image + (3,), name="images")
     x = keras.layers.Conv2D(width, patch, strides=patch, name="patch_embed")(images)
@@ -109,9 +109,9 @@ def test_a_subclassed_model_is_refused_with_the_way_out():
         def call(self, x):
             return self.dense(x)
 
-    with pytest.raises(ValueError, match="Layer names \\('dense'\\) need a functional or Sequential "
-                                         "student; 'custom' is a Subclassed without symbolic "
-                                         "inputs"):
+    with pytest.raises(ValueError, match="Layer names \\('dense'\\) need a functional or "
+                                         "Sequential student; 'custom' is a Subclassed without "
+                                         "symbolic inputs"):
         taps.FeatureTap(Subclassed(), ["dense"], "student")
 
 
@@ -145,9 +145,9 @@ def test_a_token_count_no_grid_fits_is_refused():
     x = keras.layers.Dense(4, name="block")(tokens)
     model = keras.Model(images, keras.layers.Dense(2)(keras.layers.Flatten()(x)), name="seq")
     # 27 tokens on 12x12 images: the largest square grid is 5x5 (+2), and 12 is no multiple of 5.
-    with pytest.raises(ValueError, match=r"Layer 'block' of the model 'seq' cannot be used as a feature map: it is a "
-                                         r"sequence of 27 tokens and no grid with the input's "
-                                         r"aspect 12x12"):
+    with pytest.raises(ValueError, match=r"Layer 'block' of the model 'seq' cannot be used as a "
+                                         r"feature map: it is a sequence of 27 tokens and no grid "
+                                         r"with the input's aspect 12x12"):
         taps.FeatureTap(model, ["block"])
 
 

@@ -32,7 +32,8 @@ pairs of layer names on their side, ready for `Distiller(layer_pairs=...)` as th
 teacher's names from its profile, the student's from a named student profile or a list of the
 student's layer names given as `student_depth`.
 
-Pairs of unit indices travel on the command line as `student:teacher` items: `--layer_pairs=0:0,1:1,6:18`;
+Pairs of unit indices travel on the command line as `student:teacher` items:
+`--layer_pairs=0:0,1:1,6:18`;
 `format_layer_pairs` writes that text and `parse_layer_pairs` reads it (the recipes use both).
 """
 
