@@ -123,7 +123,7 @@ def torch_outputs(net, images, layers, training):
     return logits, [maps[name] for name in layers]
 
 
-@pytest.mark.parametrize("mode", ["soft", "fft"])
+@pytest.mark.parametrize("mode", ["soft"])  # soft has every term; the modes are tested apart
 def test_the_objective_equals_pytorch_on_timm_resnets(rng, mode):
     teacher_net, student_net = timm_resnet(0), timm_resnet(1)
     teacher = _Rebuild().model(teacher_net, "teacher")
