@@ -13,9 +13,9 @@ the mean training loss of the last `--tail` steps, and the cross-entropy and top
 (`analysis.statistics.paired_difference`), and how the training loss tracks top-1 (their
 correlation over the 2K runs, and over the K paired differences).
 
-`--tensors` prints instead, per kind of tensor pooled over the seeds, how A's and B's initial values
-compare beyond mean and std: the share beyond 2 of timm's std, the largest magnitude and the
-two-sample Kolmogorov-Smirnov distance.
+`--tensors` prints instead, per kind of tensor pooled over the seeds, how A's and B's initial
+values compare beyond mean and std: the share beyond 2 of timm's std, the largest magnitude and
+the two-sample Kolmogorov-Smirnov distance against its 1% critical value.
 
 `--init old` puts in arm B the package's initialisation from before it followed timm (Keras'
 `TruncatedNormal(0.02)`, std 0.0176; Glorot patch conv, zero bias), `--init glorot` Keras'
@@ -34,8 +34,12 @@ import re
 import sys
 import time
 
-# The paired runs live beside the test that uses them (as tests/torch_objective.py does for
-# benchmarks/distill_step.py); it imports torch before Keras (see tests/conftest.py).
+# torch (through timm) before Keras: importing triton after TensorFlow crashes the process.
+import timm  # noqa: F401
+import torch  # noqa: F401
+
+# The paired runs live beside the test that uses them, as tests/torch_objective.py does for
+# benchmarks/distill_step.py.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "convert")]
 import paired_init  # noqa: E402
@@ -122,17 +126,21 @@ def main():
           f"{args.batch_size}; A: timm, B: {args.init}; {os.cpu_count()} CPUs", flush=True)
     header = ("seed", "train A", "train B", "held A", "held B", "top1 A", "top1 B", "s")
     print("  ".join(f"{h:>8s}" for h in header), flush=True)
-    trainer = paired_init.PairedTrainer(args.steps, args.batch_size)
+    # torch's jit (torch.compile) would compile longer than the runs take eagerly.
+    trainer = paired_init.PairedTrainer(args.steps, args.batch_size,
+                                        jit_compile=keras.backend.backend() != "torch")
     rows = {}
-    for seed in seeds:
-        started = time.time()
-        rows[seed] = {}
-        for arm, name in (("timm", "timm"), ("create", args.init)):
-            losses, cross_entropy, top1 = trainer.run(name, seed, data)
-            rows[seed][arm] = (float(losses[-args.tail:].mean()), cross_entropy, top1)
-        a, b = rows[seed]["timm"], rows[seed]["create"]
-        print(f"{seed:8d}  {a[0]:8.4f}  {b[0]:8.4f}  {a[1]:8.4f}  {b[1]:8.4f}  "
-              f"{100 * a[2]:8.2f}  {100 * b[2]:8.2f}  {time.time() - started:8.0f}", flush=True)
+    with paired_init.one_torch_thread():
+        for seed in seeds:
+            started = time.time()
+            rows[seed] = {}
+            for arm, name in (("timm", "timm"), ("create", args.init)):
+                losses, cross_entropy, top1 = trainer.run(name, seed, data)
+                rows[seed][arm] = (float(losses[-args.tail:].mean()), cross_entropy, top1)
+            a, b = rows[seed]["timm"], rows[seed]["create"]
+            print(f"{seed:8d}  {a[0]:8.4f}  {b[0]:8.4f}  {a[1]:8.4f}  {b[1]:8.4f}  "
+                  f"{100 * a[2]:8.2f}  {100 * b[2]:8.2f}  {time.time() - started:8.0f}",
+                  flush=True)
     report(rows, args.tail)
 
 

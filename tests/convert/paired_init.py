@@ -11,6 +11,8 @@ off timm's no-decay set) on a `WarmupCosineDecay` (warm-up over the first 1/8 of
 Import torch (or timm) before Keras in a standalone script: see tests/conftest.py.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import timm
@@ -110,6 +112,24 @@ def created_weights(seed, init="create", overrides=MINIATURE):
 
 
 # === Training ===
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one intra-op thread inside the block, on the torch backend (else nothing).
+
+    For these small steps two busy-waiting OpenMP threads per process stall on a shared 2-core
+    machine: 20 steps of the miniature took 91 s with torch's 2 threads under a load of 8, and
+    8 s with one."""
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class PairedTrainer:
     """One compiled student, given each run's initial weights and a fresh optimizer: a run's
     losses then depend on those weights and its seed's batches alone, and every arm goes

@@ -25,6 +25,8 @@ pytest.importorskip("timm")
 import paired_init  # noqa: E402  (beside this file; it needs torch and timm)
 
 from keras_spectralkd.analysis.statistics import paired_difference  # noqa: E402
+from keras_spectralkd.convert import from_timm  # noqa: E402
+from keras_spectralkd.models import create  # noqa: E402
 
 SEEDS = range(6)
 STEPS = 50
@@ -40,19 +42,19 @@ def test_converted_and_created_students_train_alike_from_equal_values():
     # then in the initial values alone, not in variable order, paths (and with them the
     # no-decay set) or how the backend created the variables.
     images, labels = paired_init.load_images(train_size=64, eval_size=1)[0]
-    converted = paired_init.from_timm(paired_init.NAME, paired_init.timm_state(0),
-                                      num_classes=paired_init.NUM_CLASSES,
-                                      **paired_init.MINIATURE)
-    created = paired_init.create(paired_init.NAME, num_classes=paired_init.NUM_CLASSES,
-                                 **paired_init.MINIATURE)
+    converted = from_timm(paired_init.NAME, paired_init.timm_state(0),
+                          num_classes=paired_init.NUM_CLASSES, **paired_init.MINIATURE)
+    created = create(paired_init.NAME, num_classes=paired_init.NUM_CLASSES,
+                     **paired_init.MINIATURE)
     assert [v.path for v in created.weights] == [v.path for v in converted.weights]
     for variable, source in zip(created.weights, converted.weights):
         variable.assign(keras.ops.convert_to_numpy(source))
-    losses = [
-        paired_init.PairedTrainer(4, 16, jit_compile=False, student=student).train(
-            images, labels, seed=0)
-        for student in (converted, created)
-    ]
+    with paired_init.one_torch_thread():
+        losses = [
+            paired_init.PairedTrainer(4, 16, jit_compile=False, student=student).train(
+                images, labels, seed=0)
+            for student in (converted, created)
+        ]
     np.testing.assert_array_equal(losses[0], losses[1])
 
 
@@ -64,11 +66,12 @@ def paired_losses(arms=("timm", "create", "glorot")):
     )
     data = paired_init.load_images(train_size=TRAIN_SIZE, eval_size=1)
     losses = {arm: {} for arm in arms}
-    for seed in SEEDS:
-        for arm in arms:
-            trained = trainer.run(arm, seed, data, evaluate=False)[0]
-            assert np.all(np.isfinite(trained)), (arm, seed, trained)
-            losses[arm][seed] = float(trained[-TAIL:].mean())
+    with paired_init.one_torch_thread():
+        for seed in SEEDS:
+            for arm in arms:
+                trained = trainer.run(arm, seed, data, evaluate=False)[0]
+                assert np.all(np.isfinite(trained)), (arm, seed, trained)
+                losses[arm][seed] = float(trained[-TAIL:].mean())
     return losses
 
 
