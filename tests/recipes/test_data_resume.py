@@ -1,15 +1,18 @@
-"""Exact resume on the real ImageNet pipeline: the tiny DeiT recipe on a folder of JPEG
-photographs, with the recipes' default parallel per-image map, interrupted mid-epoch and run
-again on the same output folder without `teacher_weights`: it resumes from the checkpoint,
-rebuilds the teacher from the file the checkpoint recorded, trains on exactly the batches of
-an uninterrupted run (a hash of every batch at every (epoch, position)) and ends with its
-weights; a third run on the finished folder reads no training batch and changes nothing."""
+"""Exact resume on the real ImageNet pipeline: the tiny DeiT recipe on JPEG photographs, with
+the recipes' default parallel per-image map, interrupted mid-epoch and run again on the same
+output folder without `teacher_weights`: it resumes from the checkpoint, rebuilds the teacher
+from the file the checkpoint recorded, trains on exactly the batches of an uninterrupted run (a
+hash of every batch at every (epoch, position)) and ends with its weights; a third run on the
+finished folder reads no training batch and changes nothing. Both layouts of `data_dir`: an
+image folder, and TFDS `imagenet2012` prepared by TFDS from tars in ImageNet's manual-download
+layout (no mock data)."""
 
 import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -17,17 +20,43 @@ import pytest
 import tensorflow as tf
 from recipe_helpers import ROOT
 
+from keras_spectralkd.data import imagenet
 from keras_spectralkd.models import create
 from keras_spectralkd.recipes import RECIPES
 from keras_spectralkd.recipes import runner
 
 
-def _data_helpers():
-    path = os.path.join(ROOT, "tests", "data", "data_helpers.py")
-    spec = importlib.util.spec_from_file_location("data_helpers_for_recipes", path)
+def _data_test_module(name):
+    """tests/data/<name>.py (the data tests' folder is not on the recipe tests' path)."""
+    data_tests = os.path.join(ROOT, "tests", "data")
+    if data_tests not in sys.path:  # test_tfds_from_tars imports data_helpers by name
+        sys.path.append(data_tests)
+    spec = importlib.util.spec_from_file_location(f"{name}_for_recipes",
+                                                  os.path.join(data_tests, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _photographs(tmp_path):
+    """An image folder of 4 classes x 8 training JPEGs: (data_dir, class count)."""
+    return _data_test_module("data_helpers").write_photograph_folder(tmp_path / "photos"), 4
+
+
+def _tfds_from_tars(tmp_path):
+    """TFDS imagenet2012 prepared from tars of 4 classes x 8 training JPEGs, as a user's first
+    run would prepare it: (data_dir, class count: ImageNet's 1000)."""
+    pytest.importorskip("tensorflow_datasets")
+    tars = _data_test_module("test_tfds_from_tars")
+    labels = os.path.join(os.path.dirname(tars.tfds.__file__), "datasets", "imagenet2012",
+                          "labels.txt")
+    manual = tars._write_manual_dir(tmp_path / "manual", open(labels).read().split()[:4])
+    data_dir = str(tmp_path / "tfds")
+    imagenet.tfds_builder(data_dir, manual)
+    return data_dir, 1000
+
+
+LAYOUTS = {"image_folder": _photographs, "tfds_from_tars": _tfds_from_tars}
 
 
 class Interrupted(Exception):
@@ -75,12 +104,13 @@ def _student_weights(output_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_interrupted_recipe_resumes_on_the_same_batches_and_ends_as_an_uninterrupted_run(
-        tmp_path):
+        tmp_path, layout):
     recipe = RECIPES["deit_tiny"]
-    folder = _data_helpers().write_photograph_folder(tmp_path / "photos")
+    folder, num_classes = LAYOUTS[layout](tmp_path)
     base = recipe.config("tiny")
-    teacher = create(base.teacher, num_classes=4, image_size=base.image_size,
+    teacher = create(base.teacher, num_classes=num_classes, image_size=base.image_size,
                      **base.teacher_overrides)
     teacher_path = str(tmp_path / "teacher.weights.h5")
     teacher.save_weights(teacher_path)
@@ -97,6 +127,7 @@ def test_interrupted_recipe_resumes_on_the_same_batches_and_ends_as_an_uninterru
     uninterrupted = config(tmp_path / "uninterrupted", teacher_weights=teacher_path)
     data = runner.load_data(uninterrupted)
     assert data.steps_per_epoch == 4
+    assert data.description.startswith("TFDS" if layout == "tfds_from_tars" else "image folders")
     runner.run(recipe, uninterrupted, data=_recording(data, reference_batches))
     assert sorted(reference_batches) == [(e, i) for e in range(2) for i in range(4)]
 
