@@ -1,11 +1,13 @@
-"""CI's verdict from pytest's JUnit XML files: counts, and every skip held against an allowed list.
+"""CI's verdict from pytest's JUnit XML files: counts, and every skip and expected failure held
+against an allowed list.
 
     python .ci/junit_summary.py .ci/allowed_skips.txt .ci/results/tensorflow.xml ...
 
-Each file is one backend's run, named `<backend>.xml`. Prints each backend's skips with their
-reasons (allowed or NOT ALLOWED), then one line "N passed, N failed, N skipped, N xfailed" (with
-", N skips not allowed" when there are any). Exits 1 when a test failed or errored, a skip is not
-allowed on that backend, or no test passed; else 0. An expected failure (xfail) is not a skip.
+Each file is one backend's run, named `<backend>.xml`. Prints each backend's skips and xfails with
+their reasons (allowed or NOT ALLOWED), then one line "N passed, N failed, N skipped, N xfailed"
+(with ", N not allowed" when some skip or xfail is not). Exits 1 when a test failed or errored, a
+skip or an xfail is not allowed on that backend, or no test passed; else 0. An xfail is judged
+like a skip: a test that stops being run must say why, whichever way it stops.
 """
 
 import ast
@@ -78,15 +80,17 @@ def main(argv):
         skips = []
         for test, outcome, message in read_results(path):
             counts[outcome] += 1
-            if outcome == "skipped":
+            if outcome in ("skipped", "xfailed"):
                 allowed = is_allowed(rules, backend, message)
                 not_allowed += not allowed
-                skips.append(f"  {'allowed' if allowed else 'NOT ALLOWED'}: {test}: {message}")
-        print(f"skips on {backend}: {len(skips)}")
+                kind = "" if outcome == "skipped" else "xfail "
+                skips.append(f"  {'allowed' if allowed else 'NOT ALLOWED'}: {kind}{test}: "
+                             f"{message}")
+        print(f"skips and xfails on {backend}: {len(skips)}")
         for skip in skips:
             print(skip)
     line = ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
-    print(line + (f", {not_allowed} skips not allowed" if not_allowed else ""))
+    print(line + (f", {not_allowed} not allowed" if not_allowed else ""))
     return 1 if counts["failed"] or not_allowed or counts["passed"] == 0 else 0
 
 

@@ -1,4 +1,5 @@
-""".ci/junit_summary.py, CI's verdict: every skip is held against .ci/allowed_skips.txt."""
+""".ci/junit_summary.py, CI's verdict: every skip and xfail is held against
+.ci/allowed_skips.txt."""
 
 import ast
 import importlib.util
@@ -27,7 +28,8 @@ def _junit(cases):
 
 def test_skips_are_judged_per_backend(summary, tmp_path, capsys):
     allowed = tmp_path / "allowed.txt"
-    allowed.write_text("# comment\n\njax | tf\\.distribute is TF-only | TF only\n")
+    allowed.write_text("# comment\n\njax | tf\\.distribute is TF-only | TF only\n"
+                       "jax | known cycle | an xfail allowed on jax\n")
     tf_only = '<skipped type="pytest.skip" message="tf.distribute is TF-only">x.py:3: ...</skipped>'
     no_timm = ("<skipped message=\"collection skipped\">('/r/tests/test_p.py', 20, \"Skipped: "
                "could not import 'timm': No module named 'timm'\")</skipped>")
@@ -41,6 +43,7 @@ def test_skips_are_judged_per_backend(summary, tmp_path, capsys):
         ("tests.test_d", "test_mirrored", tf_only),  # allowed on jax only
         ("", "tests.test_p", no_timm),  # a whole module skipped at collection
         ("tests.test_d", "test_bad", '<failure message="boom">trace</failure>'),
+        ("tests.test_l", "test_cycle[convert]", xfail),  # allowed on jax only
     ]))
     paths = [str(allowed), str(tmp_path / "jax.xml")]
     assert summary.main(paths) == 0
@@ -52,7 +55,9 @@ def test_skips_are_judged_per_backend(summary, tmp_path, capsys):
     assert "  NOT ALLOWED: tests.test_d::test_mirrored: tf.distribute is TF-only" in out
     assert ("  NOT ALLOWED: tests.test_p: could not import 'timm': No module named 'timm'"
             in out)
-    assert out[-1] == "1 passed, 1 failed, 3 skipped, 1 xfailed, 2 skips not allowed"
+    assert "  allowed: xfail tests.test_l::test_cycle[convert]: known cycle" in out
+    assert "  NOT ALLOWED: xfail tests.test_l::test_cycle[convert]: known cycle" in out
+    assert out[-1] == "1 passed, 1 failed, 3 skipped, 2 xfailed, 3 not allowed"
 
 
 def test_a_malformed_line_is_refused(summary, tmp_path):
@@ -63,14 +68,16 @@ def test_a_malformed_line_is_refused(summary, tmp_path):
 
 
 def _skip_reasons_in_tests():
-    """Every string given as a skip/skipif/xfail `reason=` or to `pytest.skip(...)` in tests/."""
+    """Every string given as a skip/skipif/xfail `reason=` or to `pytest.skip(...)` or
+    `pytest.xfail(...)` in tests/."""
     reasons = set()
     for path in (REPO / "tests").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
             values = [k.value for k in node.keywords if k.arg == "reason"]
-            if isinstance(node.func, ast.Attribute) and node.func.attr == "skip" and node.args:
+            if (isinstance(node.func, ast.Attribute) and node.func.attr in ("skip", "xfail")
+                    and node.args):
                 values.append(node.args[0])
             reasons.update(v.value for v in values if isinstance(v, ast.Constant))
     return reasons

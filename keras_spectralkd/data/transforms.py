@@ -680,15 +680,15 @@ class TrainTransform:
         random_erasing: probability of erasing a box (0.25); 0 for none.
         mean, std: normalisation (ImageNet's).
         interpolation: resize method ("bicubic").
-        seed: accepted for callers that pass the run's seed; every draw comes from the
-            per-image seed given to the call, so it changes nothing.
+    Every draw comes from the per-image seed given to the call (a function of the run's seed,
+    the epoch and the image's position), so there is no seed to give here.
     Call: `(image (encoded bytes or (H, W, C) uint8), seed (2,) int tensor) -> (h, w, 3)
     float32 normalised`.
     """
 
     def __init__(self, image_size=224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5,
                  rand_augment=True, random_erasing=0.25, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 interpolation="bicubic", seed=None):
+                 interpolation="bicubic"):
         self.image_size = _as_pair(image_size, "image_size")
         self.scale = _check_range(scale, "scale", 0.0, 1.0)
         self.ratio = _check_range(ratio, "ratio", 1e-6)
@@ -760,14 +760,12 @@ class MixUpCutMix:
         mixup_alpha, cutmix_alpha: Beta parameters; 0 turns that method off.
         switch_prob: probability of CutMix when both are on (timm: 0.5).
         prob: probability of mixing a batch at all (timm's `mixup_prob`, 1.0).
-        seed: accepted for callers that pass the run's seed; every draw comes from the
-            per-batch seed given to the call, so it changes nothing.
     Call: `(images (B, H, W, C), labels (B,) ints or (B, K) targets, seed (2,) int tensor) ->
     (images float32, (B, num_classes) float32)`.
     """
 
     def __init__(self, num_classes, mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5,
-                 prob=1.0, seed=None):
+                 prob=1.0):
         if mixup_alpha < 0 or cutmix_alpha < 0:
             raise ValueError(
                 f"mixup_alpha and cutmix_alpha must be >= 0; got {mixup_alpha!r}, "

@@ -123,8 +123,9 @@ class RunConfig:
     save_every_steps: int = setting("Also checkpoint every N steps (default: at epoch ends).",
                                     None, low=1)
     seed: int = setting("Seed of initialisation, shuffling, augmentation.", 0, low=0)
-    deterministic: bool = setting("imagenet: sequential per-image augmentation (reproducible, "
-                                  "slower).", False)
+    deterministic: bool = setting("imagenet: run the per-image transform on one thread; the "
+                                  "default parallel map gives the same batches (docs/data.md).",
+                                  False)
     tensorboard: bool = setting(
         "Write TensorBoard logs (with SpectralTensorBoard's spectral panels).", True)
     spectral_every_n_epochs: int = setting("Spectral TensorBoard panels every N epochs.", 1,

@@ -60,7 +60,6 @@ def tiny_preset(student_overrides, teacher_overrides, layer_pairs, **changes):
         student_overrides=student_overrides,
         teacher_overrides=teacher_overrides,
         layer_pairs=layer_pairs,
-        deterministic=True,
         spectral_every_n_epochs=1,
     )
     preset.update(changes)
@@ -110,21 +109,37 @@ def load_teacher(recipe, config, num_classes):
 
 
 # === Run ===
-def resolve_precision(precision):
-    if precision != "auto":
-        return precision
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if keras.backend.backend() == "jax":
+def accelerators():
+    """The GPUs the current Keras backend sees (an empty list on a CPU-only machine)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
         import jax
 
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-    elif keras.backend.backend() == "torch":
+        return [d for d in jax.devices() if d.platform == "gpu"]
+    if backend == "torch":
         import torch
 
-        gpus = list(range(torch.cuda.device_count()))
-    return "mixed_bfloat16" if gpus else "float32"
+        return list(range(torch.cuda.device_count()))
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def resolve_precision(precision, gpus=None):
+    """The dtype policy of `precision`: "auto" is mixed_bfloat16 with a GPU, else float32."""
+    if precision != "auto":
+        return precision
+    return "mixed_bfloat16" if (accelerators() if gpus is None else gpus) else "float32"
+
+
+def check_precision(precision, backend, gpus):
+    """ValueError for a precision that cannot run on `backend` with these `gpus`, before work."""
+    if precision == "mixed_float16" and backend == "jax" and not gpus:
+        raise ValueError(
+            "precision='mixed_float16' cannot run on the jax backend on CPU: XLA's CPU matmul "
+            "has no float16 inputs with float32 accumulation ('F16_F16_F32' is not supported by "
+            "dot_general). Use precision=mixed_bfloat16 or float32, or another backend."
+        )
 
 
 def load_data(config):
@@ -147,7 +162,6 @@ def load_data(config):
         config.image_size,
         rand_augment=config.rand_augment,
         random_erasing=config.random_erasing,
-        seed=config.seed,
     )
     return data_lib.imagenet_data(
         config.data_dir,
@@ -279,7 +293,9 @@ def run(recipe, config, data=None, callbacks=()):
     config = dataclasses.replace(config, verbose=resolve_verbose(config.verbose))
     # Joining the other processes of a multi-machine run must come before other backend work.
     distribute.initialize_multi_process()
-    precision = resolve_precision(config.precision)
+    gpus = accelerators()
+    precision = resolve_precision(config.precision, gpus)
+    check_precision(precision, keras.backend.backend(), gpus)
     loss_scale = optim.set_precision(precision)
     distribution = distribute.setup_distribution(config.strategy)
     distribution.check_batch_size(config.batch_size)

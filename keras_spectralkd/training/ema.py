@@ -28,8 +28,17 @@ def classification_metrics(num_classes):
     """`accuracy` (top-1) and, when there are more than 5 classes, `top5` (top-5)."""
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if num_classes is not None and num_classes > 5:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
+        metrics.append(TopKAccuracy(k=5, name="top5"))
     return metrics
+
+
+@keras.saving.register_keras_serializable(package="keras_spectralkd")
+class TopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
+    """Keras' sparse top-k accuracy, on float32 logits: TensorFlow's `in_top_k` takes float32
+    only, so a float16 head (`mixed_float16`) would fail at the first step."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, keras.ops.cast(y_pred, "float32"), sample_weight)
 
 
 def uses_ema(model):

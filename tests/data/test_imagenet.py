@@ -13,7 +13,7 @@ SIZE = 32
 def _data(root, **kwargs):
     return imagenet.imagenet_data(
         root, batch_size=4, eval_batch_size=5, image_size=SIZE,
-        train_transform=transforms.TrainTransform(SIZE, rand_augment=None, seed=0),
+        train_transform=transforms.TrainTransform(SIZE, rand_augment=None),
         deterministic=True, **kwargs,
     )
 

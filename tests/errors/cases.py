@@ -627,6 +627,12 @@ def _(tmp_path, capsys):
     return tool_run("study", ["--arm", 'w={"spectral_weight": -1}'], capsys)
 
 
+@case("R11")
+def _(tmp_path, capsys):
+    # The check the runner makes before any work, as it decides on JAX without a GPU.
+    return raised(_runner().check_precision, "mixed_float16", "jax", [])
+
+
 @case("R4")
 def _(tmp_path, capsys):
     from keras_spectralkd.training import loop

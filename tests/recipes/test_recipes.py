@@ -298,3 +298,18 @@ def test_runs_of_one_seed_start_from_the_same_student_whatever_the_mode(image_fo
         first[mode] = recorder.weights
     for a, b in zip(first["none"], first["soft"], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_precision_the_backend_cannot_run_is_refused_before_any_work(tmp_path):
+    recipe = TABLE["deit_tiny"]
+    config = recipe.config("tiny", precision="mixed_float16", mode="none",
+                           output_dir=str(tmp_path / "run"))
+    jax_on_cpu = keras.backend.backend() == "jax" and not runner.accelerators()
+    # No data_dir: a run that gets past the precision check stops at the data (docs/errors.md R1).
+    expected = "cannot run on the jax backend on CPU" if jax_on_cpu else "No data_dir given"
+    with pytest.raises((ValueError, FileNotFoundError), match=expected):
+        runner.run(recipe, config)
+    assert not os.path.exists(tmp_path / "run" / "config.json")
+    for backend in ("tensorflow", "torch"):
+        runner.check_precision("mixed_float16", backend, [])  # these run it on CPU
+    runner.check_precision("mixed_float16", "jax", ["gpu:0"])

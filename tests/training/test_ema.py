@@ -70,3 +70,16 @@ def test_bad_ema_settings():
             pass
     with pytest.raises(TypeError, match="ema must be None, True or False"):
         train(distiller, tiny_stream()[0], epochs=1, steps_per_epoch=1, ema=object())
+
+
+def test_top5_takes_float16_logits():
+    """A float16 head (mixed_float16) must not break the top-5 metric (TensorFlow's in_top_k
+    takes float32 only)."""
+    from keras_spectralkd.training.ema import classification_metrics
+
+    accuracy, top5 = classification_metrics(10)
+    logits = keras.ops.cast(np.eye(10)[[3, 1]] * 5.0 + np.arange(10) * 0.1, "float16")
+    top5.update_state(np.array([3, 9]), logits)
+    assert float(keras.ops.convert_to_numpy(top5.result())) == 1.0
+    accuracy.update_state(np.array([3, 9]), logits)
+    assert float(keras.ops.convert_to_numpy(accuracy.result())) == 0.5
