@@ -131,8 +131,8 @@ def normalize_layer_pairs(layer_pairs):
         student_unit, teacher_unit = _unit(student_unit), _unit(teacher_unit)
         if student_unit is None or teacher_unit is None:
             raise ValueError(
-                f"Each layer pair must be (student_unit, teacher_unit) with two ints; got {pair!r} "
-                f"in layer_pairs={given!r}."
+                f"Each layer pair must be (student, teacher), each a unit index (int) or a layer "
+                f"name (non-empty str); got {pair!r} in layer_pairs={given!r}."
             )
         if any(isinstance(unit, int) and unit < 0 for unit in (student_unit, teacher_unit)):
             raise ValueError(
