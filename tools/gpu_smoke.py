@@ -6,9 +6,11 @@ data parallelism over every local GPU (`strategy=auto`), on each backend; one li
 
 Each (recipe, backend) runs in a subprocess of its own with KERAS_BACKEND set, since Keras fixes
 its backend at import (a fresh process also starts from Keras' default dtype policy and
-distribution). The data are a synthetic image folder (4 classes of random JPEGs) written into
-the work dir; the teacher is the preset's tiny teacher, untrained, saved as a .weights.h5 (a
-smoke test checks that the step runs on the devices, not what it learns). The global batch is
+distribution). The data are a synthetic image folder (4 classes of random JPEGs, written with
+Pillow) in the work dir; the teacher is the preset's tiny teacher, untrained (a smoke test
+checks that the step runs on the devices, not what it learns), saved as a .weights.h5 by one
+process on the CPU beforehand, so a case's process does what a user's recipe run does and no
+more: the first GPU work in it is the runner's. The global batch is
 `--per_device_batch` times the replica count the runner's `strategy=auto` picks, so every GPU
 gets the same share. Each line says ok or FAILED, steps/s over steps 2..N (the first step
 compiles), the devices, the precision `auto` chose and the data-parallel setup; a failure
@@ -36,6 +38,8 @@ PROG = "gpu_smoke.py"
 RECIPES = ("deit_tiny", "deit_small", "swin_tiny")
 BACKENDS = ("tensorflow", "jax", "torch")
 NUM_CLASSES = 4
+# Three tiny models on the CPU: seconds; the limit only stops a hung process.
+TEACHERS_TIMEOUT_S = 600
 
 
 def _names(allowed):
@@ -68,6 +72,7 @@ def build_parser():
                              "folder, removed when every case is ok)")
     # One case, run by the parent in a subprocess with KERAS_BACKEND set.
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--teachers", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -82,6 +87,8 @@ def _body(args):
         raise cli.UsageError(f"--steps={args.steps}: at least 2 (the first step compiles)")
     if args.per_device_batch < 1:
         raise cli.UsageError(f"--per_device_batch={args.per_device_batch}: at least 1")
+    if args.teachers:
+        return _write_teachers(args.recipes, args.work_dir)
     if args.case:
         return _run_case(args)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="gpu_smoke-")
@@ -89,6 +96,10 @@ def _body(args):
     print(f"# gpu_smoke {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: tiny presets, "
           f"{args.steps} steps, {args.per_device_batch} images per replica, precision=auto, "
           "strategy=auto", flush=True)
+    problem = _write_teachers_on_the_cpu(args.recipes, work_dir)
+    if problem:
+        print(f"# writing the teachers FAILED: {problem}", flush=True)
+        return 1
     failed = 0
     for backend in args.backends:
         for recipe in args.recipes:
@@ -104,14 +115,31 @@ def _body(args):
     return 1 if failed else 0
 
 
+def _write_teachers_on_the_cpu(recipes, work_dir):
+    """Runs `_write_teachers` in a process that sees no GPU; returns None, or why it failed."""
+    log_path = os.path.join(work_dir, "teachers.log")
+    # TensorFlow, a package dependency, whatever --backends says.
+    env = dict(_env("tensorflow"), CUDA_VISIBLE_DEVICES="")
+    command = [sys.executable, os.path.abspath(__file__), "--teachers",
+               f"--recipes={','.join(recipes)}", f"--work_dir={work_dir}"]
+    try:
+        with open(log_path, "w") as log:
+            status = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    timeout=TEACHERS_TIMEOUT_S).returncode
+    except subprocess.TimeoutExpired:
+        return f"timed out after {TEACHERS_TIMEOUT_S} s (log: {log_path})"
+    if status:
+        return f"{_last_line(log_path) or f'exit status {status}'} (log: {log_path})"
+    return None
+
+
 def _case_line(recipe, backend, args, work_dir):
     """Runs one case in a subprocess; returns (its line, whether it ran)."""
     log_path = os.path.join(work_dir, f"{recipe}-{backend}.log")
     result_path = os.path.join(work_dir, f"{recipe}-{backend}.json")
     if os.path.exists(result_path):
         os.remove(result_path)
-    env = dict(os.environ, KERAS_BACKEND=backend,
-               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = _env(backend)
     command = [sys.executable, os.path.abspath(__file__), f"--case={recipe}",
                f"--result={result_path}", f"--work_dir={work_dir}", f"--steps={args.steps}",
                f"--per_device_batch={args.per_device_batch}", f"--jit_compile={args.jit_compile}"]
@@ -138,13 +166,39 @@ def _case_line(recipe, backend, args, work_dir):
     return f"{head} FAILED  {error} (log: {log_path})", False
 
 
+def _env(backend):
+    return dict(os.environ, KERAS_BACKEND=backend,
+                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 def _last_line(path):
     with open(path, errors="replace") as f:
         lines = [line.strip() for line in f if line.strip()]
     return lines[-1] if lines else ""
 
 
-# === One case (in its own process) ===
+# === The teachers, then one case (each in a process of its own) ===
+def _teacher_path(work_dir, recipe_name):
+    return os.path.join(work_dir, f"{recipe_name}-teacher.weights.h5")
+
+
+def _write_teachers(recipe_names, work_dir):
+    """Each recipe's tiny teacher, seeded and untrained, as a .weights.h5 (the format loads on
+    every backend)."""
+    import keras
+
+    from keras_spectralkd.models import create
+    from keras_spectralkd.recipes import RECIPES
+
+    for name in recipe_names:
+        preset = RECIPES[name].config("tiny")
+        keras.utils.set_random_seed(0)
+        teacher = create(preset.teacher, num_classes=NUM_CLASSES, image_size=preset.image_size,
+                         **preset.teacher_overrides)
+        teacher.save_weights(_teacher_path(work_dir, name))
+    return 0
+
+
 def _run_case(args):
     try:
         result = _train_case(args.case, args.work_dir, args.steps, args.per_device_batch,
@@ -166,22 +220,14 @@ def _train_case(recipe_name, work_dir, steps, per_device_batch, jit_compile):
 
     import keras
 
-    from keras_spectralkd.models import create
     from keras_spectralkd.recipes import RECIPES, runner
     from keras_spectralkd.training import distribute
 
     if keras.backend.backend() != backend:
         raise RuntimeError(f"KERAS_BACKEND={backend} but Keras runs {keras.backend.backend()}")
     recipe = RECIPES[recipe_name]
-    preset = recipe.config("tiny")
-    # The teacher before any distribution is set: a plain float32 model saved to a file, as a
-    # user's converted teacher would be; seeded, so a case's numbers repeat.
-    keras.utils.set_random_seed(0)
-    teacher = create(preset.teacher, num_classes=NUM_CLASSES, image_size=preset.image_size,
-                     **preset.teacher_overrides)
-    teacher_path = os.path.join(work_dir, f"{recipe_name}-{backend}-teacher.weights.h5")
-    teacher.save_weights(teacher_path)
-    # The runner makes the same choice again from the same "auto".
+    teacher_path = _teacher_path(work_dir, recipe_name)
+    # The runner makes the same choice again from the same "auto", as its first device work.
     replicas = distribute.setup_distribution("auto").num_replicas
     batch_size = per_device_batch * replicas
     data_dir = _image_folder(work_dir, train=steps * batch_size, val=batch_size)
@@ -250,9 +296,10 @@ def _gpu_count(backend):
 
 def _image_folder(work_dir, train, val):
     """work_dir/data-<train>-<val>/{train,val}/<class>/<i>.JPEG: random JPEGs of 40-64 px,
-    brightness by class; written once, reused by the later cases."""
+    brightness by class; written once, reused by the later cases. Pillow, not TensorFlow: a
+    TensorFlow op here would start TensorFlow on the GPUs before the runner does."""
     import numpy as np
-    import tensorflow as tf
+    from PIL import Image
 
     root = os.path.join(work_dir, f"data-{train}-{val}")
     if os.path.isdir(root):
@@ -266,7 +313,7 @@ def _image_folder(work_dir, train, val):
             os.makedirs(folder, exist_ok=True)
             shape = (int(rng.integers(40, 65)), int(rng.integers(40, 65)), 3)
             image = np.clip(rng.normal(50 + 50 * label, 30, shape), 0, 255).astype(np.uint8)
-            tf.io.write_file(os.path.join(folder, f"{i}.JPEG"), tf.io.encode_jpeg(image))
+            Image.fromarray(image).save(os.path.join(folder, f"{i}.JPEG"), format="JPEG")
     os.replace(partial, root)
     return root
 
