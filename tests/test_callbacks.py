@@ -92,6 +92,15 @@ def numpy_profile_correlation(teacher_levels, student_levels):
     return np.corrcoef(teacher_levels, np.interp(teacher_depth, student_depth, student_levels))[0, 1]
 
 
+def _distiller():
+    """(teacher, student, a compiled soft-KD Distiller of the two at PAIRS)."""
+    teacher = TinyBackbone(width=8, depth=4, name="teacher")
+    student = TinyBackbone(width=4, depth=2, name="student")
+    distiller = Distiller(teacher, student, layer_pairs=PAIRS, mode="soft")
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return teacher, student, distiller
+
+
 @pytest.fixture
 def data(rng):
     images = rng.normal(size=(8, 8, 8, 3)).astype(np.float32)
@@ -101,10 +110,7 @@ def data(rng):
 
 def test_distiller_training_logs_spectral_panels(tmp_path, data):
     images, labels = data
-    teacher = TinyBackbone(width=8, depth=4, name="teacher")
-    student = TinyBackbone(width=4, depth=2, name="student")
-    distiller = Distiller(teacher, student, layer_pairs=PAIRS, mode="soft")
-    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    teacher, student, distiller = _distiller()
     probe = images[:4]
     callback = SpectralTensorBoard(tmp_path, probe, every_n_epochs=1)
     distiller.fit(images, labels, batch_size=4, epochs=2, verbose=0, callbacks=[callback])
@@ -208,10 +214,7 @@ def test_the_intensity_image_is_the_figure_of_its_epoch(tmp_path, data):
     from keras_spectralkd.callbacks import _fixed_margins
 
     images, labels = data
-    teacher = TinyBackbone(width=8, depth=4, name="teacher")
-    student = TinyBackbone(width=4, depth=2, name="student")
-    distiller = Distiller(teacher, student, layer_pairs=PAIRS, mode="soft")
-    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    teacher, student, distiller = _distiller()
     callback = SpectralTensorBoard(tmp_path, images[:4])
     distiller.fit(images, labels, batch_size=4, epochs=2, verbose=0, callbacks=[callback])
 
@@ -315,10 +318,7 @@ def test_bad_arguments(tmp_path, data):
 
 def test_the_tracker_logs_the_students_distance_to_its_teacher(tmp_path, data):
     images, labels = data
-    teacher = TinyBackbone(width=8, depth=4, name="teacher")
-    student = TinyBackbone(width=4, depth=2, name="student")
-    distiller = Distiller(teacher, student, layer_pairs=PAIRS, mode="soft")
-    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    teacher, student, distiller = _distiller()
     tracker = SpectralTracker(teacher, images[:4], PAIRS)
     history = distiller.fit(images, labels, batch_size=4, epochs=2, verbose=0,
                             callbacks=[tracker])

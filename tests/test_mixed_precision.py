@@ -99,9 +99,9 @@ def spectral_dtypes(monkeypatch):
     seen = {"maps": set(), "fft": set(), "pair_loss": set()}
     pair_loss, rfft2 = spectral.spectral_pair_loss, spectral._rfft2_channels_first
 
-    def observed_pair_loss(student_map, teacher_map, grid=None):
+    def observed_pair_loss(student_map, teacher_map, *args, **kwargs):
         seen["maps"].update({_dtype(student_map), _dtype(teacher_map)})
-        loss = pair_loss(student_map, teacher_map, grid)
+        loss = pair_loss(student_map, teacher_map, *args, **kwargs)
         seen["pair_loss"].add(_dtype(loss))
         return loss
 

@@ -320,7 +320,7 @@ def run(recipe, config, data=None, callbacks=()):
     os.makedirs(run_dir, exist_ok=True)
     checkpoint_lib.atomic_write_json(
         os.path.join(run_dir, "config.json"),
-        {"recipe": recipe.name, "precision": precision, **config.to_dict()},
+        {"recipe": recipe.name, **config.to_dict(), "precision": precision},
     )
     _log(config, f"[{recipe.name}] data: {data.description}; {data.num_train_examples} train / "
                  f"{data.num_validation_examples} val images, {data.num_classes} classes, "

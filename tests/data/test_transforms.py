@@ -41,9 +41,9 @@ def _epoch(transform, epoch=0, seed=0, examples=None, **kwargs):
 @pytest.fixture(scope="module")
 def deit_batches():
     """Two independent builds of the same seeded pipeline, and one of another epoch."""
-    first = _epoch(transforms.TrainTransform(IMAGE_SIZE, seed=1), epoch=0)
-    again = _epoch(transforms.TrainTransform(IMAGE_SIZE, seed=1), epoch=0)
-    other = _epoch(transforms.TrainTransform(IMAGE_SIZE, seed=1), epoch=1)
+    first = _epoch(transforms.TrainTransform(IMAGE_SIZE), epoch=0)
+    again = _epoch(transforms.TrainTransform(IMAGE_SIZE), epoch=0)
+    other = _epoch(transforms.TrainTransform(IMAGE_SIZE), epoch=1)
     return first, again, other
 
 
@@ -60,7 +60,7 @@ def test_train_transform_shapes_and_range(deit_batches):
 
 
 def test_train_transform_without_erasing_stays_in_the_normalised_range():
-    batches = _epoch(transforms.TrainTransform(IMAGE_SIZE, seed=1, random_erasing=0.0))
+    batches = _epoch(transforms.TrainTransform(IMAGE_SIZE, random_erasing=0.0))
     for images, _ in batches:
         assert LOW - 1e-5 <= images.min() and images.max() <= HIGH + 1e-5
 
@@ -249,7 +249,7 @@ def test_eval_pipeline_keeps_order_and_the_last_batch():
 
 
 def test_mixup_cutmix_gives_soft_targets():
-    mix = transforms.MixUpCutMix(3, mixup_alpha=0.8, cutmix_alpha=1.0, seed=0)
+    mix = transforms.MixUpCutMix(3, mixup_alpha=0.8, cutmix_alpha=1.0)
     simple = transforms.TrainTransform(IMAGE_SIZE, rand_augment=None, random_erasing=0.0)
     batches = _epoch(simple, batch_transform=mix)
     for images, targets in batches:

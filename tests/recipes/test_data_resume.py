@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from interrupt import Killed, KillAt
 from recipe_helpers import ROOT
 
 from keras_spectralkd.data import imagenet
@@ -57,21 +58,6 @@ def _tfds_from_tars(tmp_path):
 
 
 LAYOUTS = {"image_folder": _photographs, "tfds_from_tars": _tfds_from_tars}
-
-
-class Interrupted(Exception):
-    """Stands for the process being killed after a given step."""
-
-
-class InterruptAt(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step, self.seen = step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.step:
-            raise Interrupted(f"stopped after {self.step} steps")
 
 
 def _recording(data, record):
@@ -135,9 +121,9 @@ def test_interrupted_recipe_resumes_on_the_same_batches_and_ends_as_an_uninterru
     resumed_dir = tmp_path / "resumed"
     batches = {}
     first = config(resumed_dir, teacher_weights=teacher_path)
-    with pytest.raises(Interrupted):
+    with pytest.raises(Killed):
         runner.run(recipe, first, data=_recording(runner.load_data(first), batches),
-                   callbacks=[InterruptAt(6)])
+                   callbacks=[KillAt(6)])
     # Run again, as a restarted job would: no teacher_weights, fresh data objects.
     second = config(resumed_dir)
     assert second.teacher_weights is None

@@ -9,29 +9,13 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from interrupt import Killed, KillAt
 from training_helpers import tiny_stream, tiny_vit
 
 from keras_spectralkd import Distiller
 from keras_spectralkd.training import NonFiniteLossError, create_optimizer, train
 from keras_spectralkd.training.checkpoint import CheckpointManager, atomic_write_json
 from keras_spectralkd.training.loop import _all_epochs
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAt(keras.callbacks.Callback):
-    """Stands for a killed process: raises after `step` steps of this process."""
-
-    def __init__(self, step):
-        super().__init__()
-        self.step, self.seen = step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.step:
-            raise Killed()
 
 
 class Counter(keras.callbacks.Callback):
