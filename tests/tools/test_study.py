@@ -210,3 +210,21 @@ def test_quick_study_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     # Resuming with other settings is refused, naming the setting.
     assert study.main(["--quick", f"--output_dir={out}", "--set", "epochs=3"]) == 2
     assert "student epochs=2, now 3" in capsys.readouterr().err
+
+
+def test_layer_choices_take_as_many_pairs_elsewhere():
+    from keras_spectralkd.recipes.sweep import layer_choices
+
+    paper = [(0, 0), (1, 1), (6, 18), (7, 19), (8, 20), (9, 21), (10, 22), (11, 23)]
+    choices = layer_choices(paper, 12, 24)
+    assert choices["last"] == [(s, s + 12) for s in range(4, 12)]
+    assert [s for s, _ in choices["middle"]] == list(range(2, 10))
+    for name, pairs in choices.items():
+        assert len(pairs) == len(paper) and pairs == sorted(pairs), name
+        # Middle and spread units sit at the same relative depth in both models.
+        if name != "last":
+            assert all(abs(t / 23 - s / 11) <= 0.5 / 23 for s, t in pairs), name
+    # Two pairs spread over 6 units are the centres of two halves, not the ends.
+    assert [s for s, _ in layer_choices([(0, 0), (5, 11)], 6, 12)["spread"]] == [1, 4]
+    with pytest.raises(ValueError, match="do not fit a student of 2 units"):
+        layer_choices([(0, 0), (1, 1), (1, 2)], 2, 3)
