@@ -8,7 +8,7 @@ import os
 import keras
 import numpy as np
 
-from keras_spectralkd import spectral
+from keras_spectralkd import spectral, taps
 from keras_spectralkd.analysis import compare
 from keras_spectralkd.analysis import plots
 from keras_spectralkd.analysis.profile import no_grad
@@ -44,9 +44,19 @@ class SpectralTensorBoard(keras.callbacks.Callback):
     - once, a custom-scalars layout (TensorBoard's "Custom Scalars" tab) grouping the per-pair
       losses (probe and training), the level distance and the profile correlation.
 
+    Layer pairs given by name (any functional model: a `keras.applications` CNN, a keras-hub
+    backbone) are read through `taps.FeatureTap`, the maps the Distiller aligns, on the
+    Distiller's grid rule (`grid_alignment`, SPEC.md 2.1). A side given by names is profiled at
+    its named layers, in the order of `layer_pairs` (list them shallow to deep: the profile's
+    relative depth is their position), and its tags carry the layer names instead of `unit_XX`
+    (`spectral/teacher/intensity/conv2_block1_out`, `spectral/pair_loss/student_03_teacher_
+    conv2_block1_out`). Where a pair's grids differ, its spectrum panels show the common low band
+    the loss compares.
+
     On a plain backbone (a model with `forward_intermediates`), it logs that model's profile
     alone: `spectral/intensity_profile` and `spectral/model/intensity/unit_XX`; on a Distiller
-    without a teacher (mode "none", a control run), the student's alone, under
+    without a teacher (mode "none", a control run), or with a teacher that has no units to
+    profile and no layer pairs (logit KD from any Keras model), the student's alone, under
     `spectral/student/...`.
 
     What is the same at every log is done once: the teacher's maps and pooled spectra, the
@@ -84,10 +94,10 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         self.probe_images = probe
         self.every_n_epochs = int(every_n_epochs)
         self._writer = None
-        # (teacher object, profile, maps, {(unit, channels): pooled map's L and rfft2}): the
-        # frozen teacher's share of a log, computed once per teacher.
+        # (teacher object, its named layers or None, profile, maps, {(position, channels):
+        # pooled map's L and rfft2}): the frozen teacher's share of a log, once per teacher.
         self._teacher_cache = None
-        self._probe = None  # (student object, layer pairs, compiled probe function)
+        self._probe = None  # (student object, layer pairs, alignment, compiled probe function)
         self._intensity_plot = None  # (labels, layer pairs, IntensityPlot, canvas)
         self._layout_written = False
         # tag -> (student, teacher, difference) magnitudes of the last `log_spectra` call.
@@ -117,12 +127,15 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         model = self.model
         student = getattr(model, "student", None)
         images = {}
-        if student is not None and getattr(model, "teacher", None) is not None:
+        teacher = getattr(model, "teacher", None)
+        if student is not None and teacher is not None and (
+                getattr(model, "layer_pairs", None) or hasattr(teacher, "forward_intermediates")):
             scalars, intensity, images = self._distiller_summaries(model, step)
         elif student is not None or hasattr(model, "forward_intermediates"):
-            # A Distiller without teacher (mode "none"), or a plain backbone: profile it alone.
+            # A Distiller without teacher (mode "none") or whose teacher has neither pairs nor
+            # units to profile (logit KD from any Keras model), or a plain backbone: alone.
             role, backbone = ("student", student) if student is not None else ("model", model)
-            maps, _ = self._student_probe(backbone, ())(self.probe_images, [])
+            maps, _ = self._student_probe(backbone, (), "equal")(self.probe_images, [])
             label = _label(backbone, role)
             profile = profile_maps(maps, name=label, entropy=False)
             scalars = _intensity_scalars(role, profile)
@@ -142,23 +155,22 @@ class SpectralTensorBoard(keras.callbacks.Callback):
     def _distiller_summaries(self, distiller, step):
         student, teacher = distiller.student, distiller.teacher
         pairs = [tuple(pair) for pair in getattr(distiller, "layer_pairs", [])]
-        for role, model in (("student", student), ("teacher", teacher)):
-            if not hasattr(model, "forward_intermediates"):
-                raise ValueError(
-                    f"SpectralTensorBoard needs feature maps, but the {role} "
-                    f"{getattr(model, 'name', model)!r} has no `forward_intermediates`."
-                )
-        if self._teacher_cache is None or self._teacher_cache[0] is not teacher:
+        student_units, teacher_units = [s for s, _ in pairs], [t for _, t in pairs]
+        alignment = grid_alignment_of(pairs, getattr(distiller, "grid_alignment", None))
+        teacher_names = tuple(teacher_units) if _named(teacher_units) else None
+        cached = self._teacher_cache
+        if cached is None or cached[0] is not teacher or cached[1] != teacher_names:
             teacher_profile, teacher_maps = _profile_and_maps(
-                teacher, self.probe_images, _label(teacher, "teacher"))
-            self._teacher_cache = (teacher, teacher_profile, teacher_maps, {})
-        _, teacher_profile, teacher_maps, _ = self._teacher_cache
-        student_maps, pair_outputs = self._student_probe(student, pairs)(
-            self.probe_images, [teacher_maps[teacher_unit] for _, teacher_unit in pairs]
+                teacher, self.probe_images, _label(teacher, "teacher"), teacher_names)
+            self._teacher_cache = (teacher, teacher_names, teacher_profile, teacher_maps, {})
+        _, _, teacher_profile, teacher_maps, _ = self._teacher_cache
+        # Where each pair's map sits in the maps and profile of its side.
+        student_at, teacher_at = _positions(student_units), _positions(teacher_units)
+        student_maps, pair_outputs = self._student_probe(student, pairs, alignment)(
+            self.probe_images, [teacher_maps[position] for position in teacher_at]
         )
-        student_profile = profile_maps(
-            student_maps, name=_label(student, "student"), entropy=False
-        )
+        student_profile = _profile(student_maps, _label(student, "student"),
+                                   student_units if _named(student_units) else None)
 
         scalars = _intensity_scalars("student", student_profile)
         scalars.update(_intensity_scalars("teacher", teacher_profile))
@@ -166,19 +178,22 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         self.last_spectra = {}
         if pairs:
             losses, level_gaps = [], []
-            for (student_unit, teacher_unit), outputs in zip(pairs, pair_outputs):
-                name = f"student_{student_unit:02d}_teacher_{teacher_unit:02d}"
+            for (student_unit, teacher_unit), s_at, t_at, outputs in zip(
+                    pairs, student_at, teacher_at, pair_outputs):
+                name = f"student_{_unit_tag(student_unit)}_teacher_{_unit_tag(teacher_unit)}"
                 loss, student_fft = outputs
                 pooled_level, pooled_fft = self._pooled_teacher(
-                    teacher_unit, student_maps[student_unit].shape[-1]
+                    t_at, student_maps[s_at].shape[-1]
                 )
                 loss = float(keras.ops.convert_to_numpy(loss))
                 scalars[f"spectral/pair_loss/{name}"] = loss
                 losses.append(loss)
                 # L(F_s) is the student's profile entry (float64, the same definition).
-                student_level = student_profile.intensity[student_unit]
+                student_level = student_profile.intensity[s_at]
                 level_gaps.append(abs(float(student_level) - pooled_level))
-                magnitudes = _mean_magnitudes(student_fft, pooled_fft)
+                magnitudes = _mean_magnitudes(
+                    *_common_band(student_fft, pooled_fft, student_maps[s_at].shape[1:3],
+                                  teacher_maps[t_at].shape[1:3]))
                 self.last_spectra[f"spectral/spectrum/{name}"] = magnitudes
                 image, ranges = render_pair_spectra(*magnitudes)
                 images[f"spectral/spectrum/{name}"] = (image, spectra_description(ranges))
@@ -190,24 +205,25 @@ class SpectralTensorBoard(keras.callbacks.Callback):
         intensity = self._intensity_image(
             [teacher_profile, student_profile],
             [f"teacher: {_label(teacher, 'teacher')}", f"student: {_label(student, 'student')}"],
-            pairs,
+            list(zip(student_at, teacher_at)),
             f"Frequency intensity, epoch {step + 1}",
         )
         return scalars, intensity, images
 
-    def _pooled_teacher(self, teacher_unit, channels):
-        """L(pool(F_t)) and rfft2(pool(F_t)) as (real, imag) of the cached teacher's map of
-        `teacher_unit` pooled to `channels`: constants of the frozen teacher, computed once.
+    def _pooled_teacher(self, teacher_position, channels):
+        """L(pool(F_t)) and rfft2(pool(F_t)) as (real, imag) of the cached teacher's map at
+        `teacher_position` (its unit, or its place among the named layers) pooled to `channels`:
+        constants of the frozen teacher, computed once.
 
         In float64 numpy, like the profiles (a handful of eager backend ops would cost more:
         JAX compiles each on first use): the loss's pooling matrix (SPEC.md 2.2), the
         orthonormal rfft2 over (H, W) that `spectral.rfft2` equals, and L from `profile_maps`,
         as for the student's maps.
         """
-        _, _, teacher_maps, pooled = self._teacher_cache
-        key = (teacher_unit, int(channels))
+        _, _, _, teacher_maps, pooled = self._teacher_cache
+        key = (teacher_position, int(channels))
         if key not in pooled:
-            teacher_map = np.asarray(teacher_maps[teacher_unit], dtype=np.float64)
+            teacher_map = np.asarray(teacher_maps[teacher_position], dtype=np.float64)
             matrix = spectral.channel_pooling_matrix(teacher_map.shape[-1], int(channels))
             pooled_map = teacher_map @ matrix.astype(np.float64)
             transform = np.fft.rfft2(pooled_map, axes=(1, 2), norm="ortho")
@@ -215,13 +231,15 @@ class SpectralTensorBoard(keras.callbacks.Callback):
             pooled[key] = (level, (transform.real, transform.imag))
         return pooled[key]
 
-    def _student_probe(self, student, pairs):
-        """`_probe_function(student, pairs)` compiled, built once per student and layer pairs."""
+    def _student_probe(self, student, pairs, alignment):
+        """`_probe_function(student, pairs, alignment)` compiled, built once per student, layer
+        pairs and grid rule."""
         pairs = tuple(pairs)
-        if self._probe is None or self._probe[0] is not student or self._probe[1] != pairs:
-            probe = _compile_reading(_probe_function(student, pairs), student)
-            self._probe = (student, pairs, probe)
-        return self._probe[2]
+        cached = self._probe
+        if cached is None or cached[0] is not student or cached[1:3] != (pairs, alignment):
+            probe = _compile_reading(_probe_function(student, pairs, alignment), student)
+            self._probe = (student, pairs, alignment, probe)
+        return self._probe[3]
 
     def _intensity_image(self, profiles, labels, pairs, title):
         """The intensity figure as (h, w, 3) uint8: built once, then its values replaced."""
@@ -283,29 +301,102 @@ def _mean_magnitudes(student_fft, pooled_fft):
     )
 
 
+def _common_band(student_fft, pooled_fft, student_grid, teacher_grid):
+    """The two (real, imag) orthonormal rfft2s of a pair as numpy, cut to what the loss compares:
+    on equal grids the whole transforms; on different grids the bins of the common grid (min H,
+    min W) on its orthonormal scale (SPEC.md 2.1, `spectral._low_band_channels_first`'s rule):
+    rows `fftfreq(h) * h`, columns 0..w//2, scaled by sqrt(hw / HW)."""
+    transforms = [[np.asarray(keras.ops.convert_to_numpy(part), dtype=np.float64)
+                   for part in fft] for fft in (student_fft, pooled_fft)]
+    student_grid = tuple(int(v) for v in student_grid)
+    teacher_grid = tuple(int(v) for v in teacher_grid)
+    if student_grid == teacher_grid:
+        return transforms
+    grid_h, grid_w = (min(a, b) for a, b in zip(student_grid, teacher_grid))
+    band = []
+    for (height, width), parts in zip((student_grid, teacher_grid), transforms):
+        rows = (np.fft.fftfreq(grid_h) * grid_h).astype(int) % height
+        scale = np.sqrt(grid_h * grid_w / (height * width))
+        band.append([part[:, rows][:, :, : grid_w // 2 + 1] * scale for part in parts])
+    return band
+
+
+# === Where maps come from ===
+def _named(units):
+    """Whether one side of layer pairs names layers (else it indexes a backbone's units)."""
+    return bool(units) and isinstance(units[0], str)
+
+
+def grid_alignment_of(pairs, grid_alignment=None):
+    """The grid rule of the Distiller for these pairs (SPEC.md 2.1): `grid_alignment` if given,
+    else "low_band" as soon as a side names layers, "equal" for unit indices."""
+    pairs = [tuple(pair) for pair in pairs]
+    if grid_alignment is not None:
+        return spectral.check_grid_alignment(grid_alignment)
+    named = _named([s for s, _ in pairs]) or _named([t for _, t in pairs])
+    return "low_band" if named else "equal"
+
+
+def _positions(units):
+    """Where each unit's map sits in its side's maps: the unit index itself (a backbone gives
+    every unit), or the place of the name among the named layers (a tap gives those alone)."""
+    return list(range(len(units))) if _named(units) else [int(unit) for unit in units]
+
+
+def _map_forward(model, units, role):
+    """`forward(images) -> maps` of `model` in inference mode: the named layers' maps through a
+    `taps.FeatureTap` (built here, once; the same layout rule as the Distiller's), else every
+    unit of a backbone with `forward_intermediates`."""
+    if _named(units):
+        tap = taps.FeatureTap(model, list(units), role)
+        return lambda images: tap(images, training=False)[1]
+    if not hasattr(model, "forward_intermediates"):
+        raise ValueError(
+            f"The spectral callbacks need feature maps, but the {role} "
+            f"{getattr(model, 'name', model)!r} has no `forward_intermediates`; give its side of "
+            "layer_pairs as layer names (any functional Keras model)."
+        )
+    return lambda images: model.forward_intermediates(images, indices=None, training=False)[1]
+
+
+def _profile(maps, label, layer_names=None):
+    """The profile of a side's maps (every unit, or the named layers with their names)."""
+    profile = profile_maps(maps, name=label, entropy=False)
+    if layer_names is not None:
+        profile.layer_names = list(layer_names)
+    return profile
+
+
 # === The probe, compiled ===
-def _probe_function(student, pairs):
+def _probe_function(student, pairs, alignment="equal"):
     """The student's share of a log, as one function of `(images, teacher_maps)`, keras.ops only.
 
     Args:
-        student: a backbone with `forward_intermediates`.
-        pairs: (student_unit, teacher_unit) layer pairs; `teacher_maps` holds the teacher's map
-            of each pair, in order (the frozen teacher's maps are computed once, elsewhere).
+        student: a backbone with `forward_intermediates`, or any functional model when the
+            student side of `pairs` names layers.
+        pairs: (student, teacher) layer pairs, unit indices or layer names; `teacher_maps` holds
+            the teacher's map of each pair, in order (the frozen teacher's maps are computed
+            once, elsewhere).
+        alignment: the Distiller's grid rule, "equal" or "low_band" (`grid_alignment_of`).
     Returns:
-        `probe(images, teacher_maps) -> (maps, pair_outputs)`: every unit's (B, h, w, C) map of
-        the student in inference mode and, per pair, `(spectral_pair_loss, rfft2(F_s))`, the
-        rfft2 as (real, imag).
+        `probe(images, teacher_maps) -> (maps, pair_outputs)`: the student's (B, h, w, C) maps
+        in inference mode (every unit of a backbone, or the named layers in pair order) and,
+        per pair, `(spectral_pair_loss, rfft2(F_s))`, the rfft2 as (real, imag).
     """
     pairs = tuple(pairs)
+    student_units = [s for s, _ in pairs]
+    forward = _map_forward(student, student_units, "student")
+    positions = _positions(student_units)
 
     def probe(images, teacher_maps):
-        _, maps = student.forward_intermediates(images, indices=None, training=False)
+        maps = forward(images)
         pair_outputs = []
-        for (student_unit, _), teacher_map in zip(pairs, teacher_maps):
-            student_map = maps[student_unit]
-            pair_outputs.append(
-                (spectral.spectral_pair_loss(student_map, teacher_map), spectral.rfft2(student_map))
-            )
+        for position, teacher_map in zip(positions, teacher_maps):
+            student_map = maps[position]
+            pair_outputs.append((
+                spectral.spectral_pair_loss(student_map, teacher_map, grid_alignment=alignment),
+                spectral.rfft2(student_map),
+            ))
         return maps, pair_outputs
 
     return probe
@@ -346,22 +437,19 @@ def _compile_reading(function, model):
     return eager
 
 
-def _profile_and_maps(model, images, label):
-    """One inference pass of `model` (a frozen teacher's, once): its profile and every unit's
-    map as float numpy, kept for every later log.
+def _profile_and_maps(model, images, label, layer_names=None):
+    """One inference pass of `model` (a frozen teacher's, once): its profile and maps as float
+    numpy, kept for every later log: every unit of a backbone, or the `layer_names` (a tap).
 
     Eager on TensorFlow and torch. JAX compiles each op of an eager pass on its first use, so
     there one jit of the whole pass is faster even for a single call.
     """
-
-    def forward(images):
-        return model.forward_intermediates(images, indices=None, training=False)[1]
-
+    forward = _map_forward(model, layer_names or [], "teacher")
     if keras.backend.backend() == "jax":
         forward = _compile_reading(forward, model)
     with no_grad():
         maps = [to_float_array(m) for m in forward(images)]
-    return profile_maps(maps, name=label, entropy=False), maps
+    return _profile(maps, label, layer_names), maps
 
 
 class SpectralTracker(keras.callbacks.Callback):
@@ -377,23 +465,35 @@ class SpectralTracker(keras.callbacks.Callback):
     - `spectral_gap`: the spectral alignment loss (SPEC.md 2) at `layer_pairs` on `images`,
       what SpectralKD minimises.
 
+    Either side of `layer_pairs` may name layers of a functional model (a `keras.applications`
+    or a user's CNN teacher), as in the Distiller: those maps come through `taps.FeatureTap`,
+    the pair loss follows the Distiller's grid rule, and that side's profile is its named
+    layers, in pair order (its relative depth is their position: list them shallow to deep).
+
     Args:
-        teacher: the frozen teacher backbone (profiled once).
+        teacher: the frozen teacher (profiled once): a backbone with `forward_intermediates`,
+            or any functional model when its side of `layer_pairs` names layers.
         images: (N, H, W, 3) preprocessed images, run as one batch (a few hundred small ones).
-        layer_pairs: `[(student_unit, teacher_unit), ...]` for `spectral_gap`.
-        student: the backbone to measure; None: the trained model's `student` (a Distiller's),
+        layer_pairs: `[(student, teacher), ...]` unit indices or layer names, for
+            `spectral_gap`.
+        student: the model to measure; None: the trained model's `student` (a Distiller's),
             else the trained model itself.
+        grid_alignment: the Distiller's `grid_alignment` for maps on different grids; None: its
+            default ("low_band" when a side names layers, else "equal"; SPEC.md 2.1).
     """
 
-    def __init__(self, teacher, images, layer_pairs, student=None):
+    def __init__(self, teacher, images, layer_pairs, student=None, grid_alignment=None):
         super().__init__()
         self.layer_pairs = tuple(tuple(pair) for pair in layer_pairs)
         if not self.layer_pairs:
             raise ValueError("SpectralTracker needs at least one layer pair for spectral_gap.")
+        self.grid_alignment = grid_alignment_of(self.layer_pairs, grid_alignment)
         self.images = np.asarray(keras.ops.convert_to_numpy(images), dtype=np.float32)
         self.student = student
-        self.teacher_profile, maps = _profile_and_maps(teacher, self.images, "teacher")
-        self._teacher_maps = [maps[unit] for _, unit in self.layer_pairs]
+        teacher_units = [t for _, t in self.layer_pairs]
+        self.teacher_profile, maps = _profile_and_maps(
+            teacher, self.images, "teacher", teacher_units if _named(teacher_units) else None)
+        self._teacher_maps = [maps[position] for position in _positions(teacher_units)]
         self._probe = None  # (student object, its compiled probe)
         self.profile = None  # the student's latest profile
 
@@ -401,10 +501,12 @@ class SpectralTracker(keras.callbacks.Callback):
         """The three numbers for the student's current weights (also sets `profile`)."""
         student = self.student or getattr(self.model, "student", self.model)
         if self._probe is None or self._probe[0] is not student:
-            probe = _probe_function(student, self.layer_pairs)
+            probe = _probe_function(student, self.layer_pairs, self.grid_alignment)
             self._probe = (student, _compile_reading(probe, student))
         maps, pair_outputs = self._probe[1](self.images, self._teacher_maps)
-        self.profile = profile_maps(maps, name="student", entropy=False)
+        student_units = [s for s, _ in self.layer_pairs]
+        self.profile = _profile(maps, "student",
+                                student_units if _named(student_units) else None)
         return {
             "level_distance": compare.level_distance(self.teacher_profile, self.profile),
             "profile_r": compare.profile_correlation(self.teacher_profile, self.profile),
@@ -525,10 +627,16 @@ def is_chief():
 
 
 def _intensity_scalars(role, profile):
+    units = getattr(profile, "layer_names", None) or profile.units
     return {
-        f"spectral/{role}/intensity/unit_{unit:02d}": float(value)
-        for unit, value in zip(profile.units, profile.intensity)
+        f"spectral/{role}/intensity/{_unit_tag(unit, 'unit_')}": float(value)
+        for unit, value in zip(units, profile.intensity)
     }
+
+
+def _unit_tag(unit, prefix=""):
+    """A unit in a tag: `prefix` and two digits for an index, the name itself for a layer."""
+    return unit if isinstance(unit, str) else f"{prefix}{unit:02d}"
 
 
 def _label(model, role):
