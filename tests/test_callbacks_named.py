@@ -70,10 +70,10 @@ def aligned_r(teacher_levels, student_levels):
         return np.linspace(0, 1, len(levels))
 
     if len(student_levels) > len(teacher_levels):
-        x = depth(student_levels)
-        return np.corrcoef(np.interp(x, depth(teacher_levels), teacher_levels), student_levels)[0, 1]
-    x = depth(teacher_levels)
-    return np.corrcoef(teacher_levels, np.interp(x, depth(student_levels), student_levels))[0, 1]
+        teacher = np.interp(depth(student_levels), depth(teacher_levels), teacher_levels)
+        return np.corrcoef(teacher, student_levels)[0, 1]
+    student = np.interp(depth(teacher_levels), depth(student_levels), student_levels)
+    return np.corrcoef(teacher_levels, student)[0, 1]
 
 
 def band_magnitudes(student_map, teacher_map):
