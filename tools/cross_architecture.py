@@ -208,6 +208,8 @@ def _cpu_seconds():
 
 def markdown(summary):
     """The per-arm table and the paired comparisons, in markdown."""
+    from keras_spectralkd.tools import study
+
     stats = summary["statistics"]
     lines = ["| arm | seeds | final top-1 (%) mean +- std | spectral gap | L(X) level distance "
              "| profile r |", "|---|---|---|---|---|---|"]
@@ -217,14 +219,14 @@ def markdown(summary):
                      f"{s['level_distance']['mean']:.4f} | {s['profile_r']['mean']:+.3f} |")
     rows = [r for claim in ("1", "3") for r in stats["claims"][claim]["comparisons"]]
     rows += stats["spectral_gap"]
-    lines += ["", "| paired difference | metric | seeds | mean | 95% t-interval | excludes 0 |",
+    lines += ["", "| paired difference | metric | seeds | mean (top-1: points) | 95% t-interval "
+              "| excludes 0 |",
               "|---|---|---|---|---|---|"]
-    for r in rows:
-        scale, unit = (100, " pt") if r["metric"] == "top1" else (1, "")
-        lines.append(
-            f"| {r['arm']} - {r['baseline']} | {r['metric']} | {r['n']} | "
-            f"{r['mean'] * scale:+.4g}{unit} | [{r['low'] * scale:+.4g}, "
-            f"{r['high'] * scale:+.4g}] | {'yes' if r['low'] > 0 or r['high'] < 0 else 'no'} |")
+    for r in rows:  # top-1 in points, the spectral distances as they are (as the study's)
+        low, mean, high = (study._value(r["metric"], r[k], "+") for k in ("low", "mean", "high"))
+        excludes = "yes" if r["low"] > 0 or r["high"] < 0 else "no"
+        lines.append(f"| {r['arm']} - {r['baseline']} | {r['metric']} | {r['n']} | {mean} | "
+                     f"[{low}, {high}] | {excludes} |")
     teacher = summary["teacher"]
     lines += ["", f"Teacher (CNN, CE only): test top-1 {teacher['top1'] * 100:.2f}%. Layer "
               f"pairs (student unit, teacher layer): {summary['layer_pairs']}. Wall "
