@@ -79,6 +79,9 @@ def test_auto_with_a_gpu_and_explicit_precisions(tmp_path, monkeypatch):
     # Without a teacher (mode none) there is nothing to put in bfloat16.
     alone = precision_lib.choose("auto", [], teacher=False)
     assert (alone.policy, alone.teacher_dtype) == (precision_lib.CPU_BF16_STUDENT_POLICY, None)
+    # A whole saved Keras model (teacher=keras) cannot be rebuilt in bfloat16: kept as saved.
+    saved = precision_lib.choose("auto", [], teacher_rebuilds=False)
+    assert saved.teacher_dtype is None and "teacher stays as saved" in saved.reason
 
 
 def test_the_environment_overrides_the_flags(tmp_path, monkeypatch):

@@ -84,16 +84,21 @@ def cpu_bf16(path="/proc/cpuinfo"):
     return False, "no " + "/".join(BF16_CPU_FLAGS) + " in the CPU flags"
 
 
-def choose(precision, gpus, teacher=True, cpuinfo="/proc/cpuinfo"):
+def choose(precision, gpus, teacher=True, teacher_rebuilds=True, cpuinfo="/proc/cpuinfo"):
     """The `Precision` of `precision` ("auto" or a Keras policy name) on a machine with `gpus`
     (the accelerators the backend sees; empty on a CPU), for a run with a frozen teacher or
-    without one (`teacher=False`: mode none)."""
+    without one (`teacher=False`: mode none). `teacher_rebuilds=False`: a teacher that cannot
+    be rebuilt under another dtype (a saved Keras model without a top-level `dtype` in its
+    config; `_low_precision.in_dtype`) stays as it is."""
     if precision != "auto":
         return Precision(precision, None, "as set")
     if gpus:
         return Precision("mixed_bfloat16", None, f"auto: {len(gpus)} GPU(s)")
     has_bf16, why = cpu_bf16(cpuinfo)
     if has_bf16:
-        return Precision(CPU_BF16_STUDENT_POLICY, "bfloat16" if teacher else None,
-                         f"auto: no GPU, a CPU with bf16 matmul units ({why})")
+        reason = f"auto: no GPU, a CPU with bf16 matmul units ({why})"
+        if teacher and not teacher_rebuilds:
+            return Precision(CPU_BF16_STUDENT_POLICY, None, reason + "; the teacher stays as "
+                             "saved: a whole Keras model is not rebuilt in bfloat16")
+        return Precision(CPU_BF16_STUDENT_POLICY, "bfloat16" if teacher else None, reason)
     return Precision("float32", None, f"auto: no GPU, a CPU without bf16 matmul units ({why})")
