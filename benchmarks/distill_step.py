@@ -24,6 +24,10 @@ Run (as in docs/performance.md):
 
     python benchmarks/distill_step.py --pair swin --batch_sizes 16
     python benchmarks/distill_step.py --dtype mixed_bfloat16 --contenders reference,jax,tensorflow
+    # precision="auto" on a bf16 CPU (bf16 teacher, float32 student) against the reference in
+    # float32 and under bf16 autocast, in one interleaved run:
+    python benchmarks/distill_step.py --teacher_dtype bfloat16 \
+        --contenders reference,reference@mixedbf16,torch,tensorflow,jax
     python benchmarks/distill_step.py --device gpu --batch_sizes 128 --dtype mixed_bfloat16
 """
 
@@ -449,6 +453,9 @@ VARIANT_ENV = {
                "SPECTRALKD_TRIM_AFTER_COMPILE": "1"},
 }
 VARIANT_TEACHER_DTYPE = {"bf16teacher": "bfloat16", "f16teacher": "float16"}
+# ... or a contender's own --dtype, so that both precisions time in one interleaved run
+# (`reference,reference@mixedbf16`: the reference in float32 and under bf16 autocast).
+VARIANT_DTYPE = {"mixedbf16": "mixed_bfloat16"}
 
 
 def worker_spec(args, contender, batch):
@@ -457,9 +464,10 @@ def worker_spec(args, contender, batch):
     env.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     backend, _, variant = contender.partition("@")
-    if variant and variant not in VARIANT_ENV and variant not in VARIANT_TEACHER_DTYPE:
+    known = sorted(VARIANT_ENV) + sorted(VARIANT_TEACHER_DTYPE) + sorted(VARIANT_DTYPE)
+    if variant and variant not in known:
         raise SystemExit(f"unknown variant {variant!r} in {contender!r}; expected one of "
-                         f"{sorted(VARIANT_ENV) + sorted(VARIANT_TEACHER_DTYPE)}")
+                         f"{known}")
     env.update(VARIANT_ENV.get(variant, {}))
     # The reference needs no Keras; torch keeps anything that imports it from loading TensorFlow.
     env["KERAS_BACKEND"] = "torch" if backend == "reference" else backend
@@ -470,7 +478,8 @@ def worker_spec(args, contender, batch):
     command = [
         sys.executable, os.path.abspath(__file__), "--child", "--contender", contender,
         "--batch", str(batch), "--pair", args.pair, "--steps", str(args.steps),
-        "--warmup", str(args.warmup), "--dtype", args.dtype, "--device", args.device,
+        "--warmup", str(args.warmup), "--dtype", VARIANT_DTYPE.get(variant, args.dtype),
+        "--device", args.device,
         "--threads", str(args.threads), "--task", args.task, "--loop", args.loop,
         "--steps_per_call", str(args.steps_per_call),
     ]

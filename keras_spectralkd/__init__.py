@@ -1,7 +1,7 @@
 """keras_spectralkd: spectral analysis and SpectralKD distillation of vision transformers.
 
 The public API: `import keras_spectralkd as ks`, then `ks.models.create(...)`,
-`ks.convert.from_timm(...)`, `ks.Distiller`, `ks.SpectralDistillation`, `ks.analysis`,
+`ks.convert.from_timm(...)`, `ks.Distiller`, `ks.TeacherCache`, `ks.SpectralDistillation`, `ks.analysis`,
 `ks.callbacks.SpectralTensorBoard`, `ks.data`, `ks.taps` (named layers of any Keras model),
 `ks.training` and the spectral functions. Each
 is imported on first use (PEP 562), so importing the package imports neither Keras nor a
@@ -26,6 +26,7 @@ _EXPORTS = {
     "training": "keras_spectralkd.training",
     "Distiller": "keras_spectralkd.distiller",
     "SpectralDistillation": "keras_spectralkd.distillation_loss",
+    "TeacherCache": "keras_spectralkd.teacher_cache",
     "channel_spectrum": "keras_spectralkd.spectral",
     "frequency_intensity": "keras_spectralkd.spectral",
     "pool_channels": "keras_spectralkd.spectral",

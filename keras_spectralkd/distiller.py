@@ -175,6 +175,16 @@ def _num_units(model, info):
     return count if isinstance(count, int) else None
 
 
+def _check_input_keys(inputs):
+    """The key of the images in a dict input; ValueError for keys the Distiller does not take."""
+    keys = set(inputs)
+    if "images" not in keys or keys - {"images", "teacher_logits", "teacher_maps"}:
+        raise ValueError(
+            "A dict input must hold 'images' and, for cached teacher outputs, 'teacher_logits' "
+            f"and 'teacher_maps'; got keys {sorted(keys)}.")
+    return "images"
+
+
 def _check_model(role, model):
     """A teacher or student that is not a Keras model (a model name, a path, a function) fails
     here instead of with an AttributeError inside Keras."""
@@ -405,6 +415,8 @@ class Distiller(keras.Model):
         """Builds a teacher or student that is not built yet (a subclassed model makes its weights
         on its first call) with one symbolic call, so every weight exists before the first step
         (JAX's stateless step needs them)."""
+        if isinstance(input_shape, dict):  # images with cached teacher outputs
+            input_shape = input_shape[_check_input_keys(input_shape)]
         images = keras.KerasTensor(tuple(input_shape))
         for model in (self.teacher, self.student):
             if model is not None and not model.built:
@@ -424,15 +436,21 @@ class Distiller(keras.Model):
         `logits` and `maps` (the student units of `layer_pairs`), plus, in every mode but
         "none", the frozen teacher's `teacher_logits` and `teacher_maps`.
 
+        `inputs`: images, or a dict `{"images", "teacher_logits", "teacher_maps"}` whose teacher
+        outputs were computed beforehand (`keras_spectralkd.TeacherCache`; the maps in the order
+        of the teacher's side of `layer_pairs`): then the teacher does not run.
+
         The teacher runs first: its transient buffers are freed before the student's forward
         starts keeping activations for the backward pass, instead of being allocated on top of
         them (a lower peak memory on the eager torch backend; docs/performance.md)."""
+        inputs, cached = self._split_inputs(inputs)
         self._check_images(inputs)
         if not training:
             return self.student(inputs, training=False)
         outputs = {}
         if self.mode != "none":
-            outputs["teacher_logits"], outputs["teacher_maps"] = self._teacher_outputs(inputs)
+            outputs["teacher_logits"], outputs["teacher_maps"] = (
+                cached if cached is not None else self._teacher_outputs(inputs))
         if self.layer_pairs:
             logits, maps = self._intermediates("student", inputs, training=True)
             outputs.update(logits=logits, maps=maps)
@@ -445,6 +463,36 @@ class Distiller(keras.Model):
                                      _last_dim(outputs["teacher_logits"]),
                                      _last_dim(outputs["logits"]))
         return outputs
+
+    def _split_inputs(self, inputs):
+        """(images, None), or (images, (teacher_logits, teacher_maps)) for a dict of images
+        with cached teacher outputs (checked: the keys, one map per layer pair, 4-D maps)."""
+        if not isinstance(inputs, dict):
+            return inputs, None
+        _check_input_keys(inputs)
+        if "teacher_logits" not in inputs:
+            return inputs["images"], None
+        maps = inputs.get("teacher_maps")
+        maps = [] if maps is None else maps
+        if not isinstance(maps, (list, tuple)):
+            raise ValueError(
+                "'teacher_maps' must be a list or tuple of (B, h, w, C) maps, one per layer pair; "
+                f"got one array of shape {tuple(getattr(maps, 'shape', ()))} (a tf.data map "
+                "function turns a returned list into one tensor: return a tuple).")
+        if self.mode == "none":
+            raise ValueError("mode='none' uses no teacher; got cached teacher outputs.")
+        if len(maps) != len(self.layer_pairs):
+            raise ValueError(
+                f"Cached teacher outputs hold {len(maps)} map(s), but layer_pairs="
+                f"{self.layer_pairs} needs one per pair, in the order of the teacher units "
+                f"{self.teacher_units}.")
+        for unit, feature_map in zip(self.teacher_units, maps):
+            if len(feature_map.shape) != 4:
+                raise ValueError(
+                    f"The cached teacher map of unit {unit!r} must be (B, h, w, C); got shape "
+                    f"{tuple(feature_map.shape)}.")
+        return inputs["images"], (ops.stop_gradient(inputs["teacher_logits"]),
+                                  [ops.stop_gradient(m) for m in maps])
 
     def _check_images(self, images):
         """Images whose static (H, W, C) contradicts a model's input: a clear error now instead
@@ -569,7 +617,9 @@ class Distiller(keras.Model):
             if "teacher_logits" in y_pred:
                 teacher_logits, teacher_maps = y_pred["teacher_logits"], y_pred["teacher_maps"]
             else:  # a y_pred made without the teacher (e.g. by the caller)
-                teacher_logits, teacher_maps = self._teacher_outputs(x)
+                images, cached = self._split_inputs(x)
+                teacher_logits, teacher_maps = (
+                    cached if cached is not None else self._teacher_outputs(images))
             total = (1.0 - self.alpha) * ce
             if self.mode in ("soft", "hard"):
                 kd = self._kd_loss(logits, ops.cast(teacher_logits, "float32"))

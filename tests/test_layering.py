@@ -17,7 +17,8 @@ in a lower layer; parts in the same layer are independent and may not import eac
    beside them `_low_precision` (a model's bfloat16/float16 copy, for the Distiller's teacher)
    and `taps` (named layers' maps of any functional model, for the Distiller and the analysis).
 2. `convert` (the public name of the timm conversion in `models`), `distiller` (models +
-   spectral loss), `analysis` (reads backbones' maps), `training` (schedules, optimizer, EMA,
+   spectral loss), `teacher_cache` (a frozen teacher's outputs computed once, fed to the
+   Distiller), `analysis` (reads backbones' maps), `training` (schedules, optimizer, EMA,
    checkpoints, the fit loop: generic Keras utilities; they may know about models, never about
    a particular application).
 3. `callbacks`: the spectral TensorBoard panels, built on the analysis and the loss.
@@ -42,7 +43,7 @@ API = "(the package __init__)"
 LAYERS = [
     ("_startup", "_keras_internals"),
     ("spectral", "models", "data", "_low_precision", "taps"),
-    ("convert", "distiller", "analysis", "training"),
+    ("convert", "distiller", "teacher_cache", "analysis", "training"),
     ("callbacks", "distillation_loss"),
     (API,),
     ("recipes",),

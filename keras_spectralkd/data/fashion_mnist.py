@@ -18,6 +18,7 @@ images are the same from the full set or the embedded subset, and the run's seed
 the initial weights, the order and the augmentation.
 """
 
+import dataclasses
 import functools
 import gzip
 import io
@@ -300,18 +301,46 @@ def fashion_mnist_data(
         image = tf.image.stateless_random_crop(padded, (image_size, image_size, 3), crop_seed)
         return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
-    def train(epoch, skip_batches=0):
-        return pipeline.train_pipeline(
-            (train_images, train_labels), transform, batch_size=batch_size,
-            num_examples=len(train_labels), epoch=epoch, seed=seed, skip_batches=skip_batches,
-            # Every draw is stateless: a parallel map stays exactly reproducible.
-            deterministic=False,
-        )
+    def stream(extras):
+        load = None
+        examples = (train_images, train_labels)
+        if extras is not None:
+            # Rows are gathered by index, so the extras follow the shuffle. Made eagerly and
+            # captured by reference (as the pipeline's arrays), not embedded as graph constants.
+            with tf.init_scope():
+                tensors = tf.nest.map_structure(
+                    tf.convert_to_tensor, dict(extras, images=train_images))
+            examples = (np.arange(len(train_labels)), train_labels)
+
+            def load(index, label):
+                return tf.nest.map_structure(lambda t: tf.gather(t, index), tensors), label
+
+        def train(epoch, skip_batches=0):
+            return pipeline.train_pipeline(
+                examples, transform, batch_size=batch_size,
+                num_examples=len(train_labels), epoch=epoch, seed=seed,
+                skip_batches=skip_batches, load=load,
+                # Every draw is stateless: a parallel map stays exactly reproducible.
+                deterministic=False,
+            )
+
+        return train
+
+    def with_extras(extras):
+        # tf.data would stack a list (the maps) into one tensor; a tuple stays a structure.
+        extras = {k: tuple(v) if isinstance(v, list) else v for k, v in extras.items()}
+        extras.pop("images", None)  # the stream's own
+        for name, value in extras.items():
+            for leaf in tf.nest.flatten(value):
+                if len(leaf) != len(train_labels):
+                    raise ValueError(f"Extra {name!r} has {len(leaf)} rows; the training set "
+                                     f"has {len(train_labels)} images.")
+        return dataclasses.replace(data, train=stream(extras), with_extras=None)
 
     validation = tf.data.Dataset.from_tensor_slices((val_images, val_labels))
     validation = validation.batch(eval_batch_size).prefetch(tf.data.AUTOTUNE)
-    return pipeline.ImageData(
-        train=train,
+    data = pipeline.ImageData(
+        train=stream(None),
         validation=validation,
         num_classes=len(CLASS_NAMES),
         num_train_examples=len(train_labels),
@@ -321,4 +350,7 @@ def fashion_mnist_data(
         class_names=list(CLASS_NAMES),
         description=f"Fashion-MNIST: {source}; using {len(train_labels)} train / "
         f"{len(val_labels)} test images at {image_size}x{image_size}",
+        train_images=None if augment else train_images,
+        with_extras=None if augment else with_extras,
     )
+    return data

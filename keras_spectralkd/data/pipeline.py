@@ -33,6 +33,12 @@ class ImageData:
         steps_per_epoch: full training batches per epoch.
         class_names: the class names in label order.
         description: where the data came from (for logs).
+        train_images: the training images in dataset order, when they are in memory and
+            not augmented (Fashion-MNIST without `augment`), else None: what a
+            `TeacherCache` is computed on.
+        with_extras: `extras -> ImageData` whose training batches are
+            `({"images": images, **extras}, labels)`, `extras` being arrays row-aligned with
+            `train_images` (e.g. `TeacherCache.inputs`), or None where not supported.
     """
 
     train: object
@@ -44,6 +50,8 @@ class ImageData:
     steps_per_epoch: int
     class_names: list
     description: str = ""
+    train_images: object = None
+    with_extras: object = None
 
 
 def epoch_seed(seed, epoch):

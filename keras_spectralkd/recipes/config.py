@@ -50,11 +50,13 @@ class RunConfig:
     """
 
     student: str = setting("The student model (a registered timm name).")
-    teacher: str = setting("The teacher model (a registered timm name); unused with "
+    teacher: str = setting("The teacher model (a registered timm name, or keras: the whole "
+                           "Keras model saved in teacher_weights, a .keras file); unused with "
                            "mode=none.", None)
     layer_pairs: list = setting(
         "student:teacher unit pairs aligned by the spectral loss, e.g. '0:0,1:1,6:18' "
-        "(spectralkd-analyze prints a suggestion); '' for none.", default_factory=list)
+        "(spectralkd-analyze prints a suggestion); a side may name layers of a functional "
+        "model, e.g. '3:conv2_block1_out'; '' for none.", default_factory=list)
     spectral_weight: float = setting("w_fft, the spectral term's weight (SPEC.md 4).", 0.2,
                                      low=0.0)
     epochs: int = setting("Training epochs.", 1, low=1)
@@ -98,8 +100,11 @@ class RunConfig:
                                     high=1.0)
     mixup: float = setting("imagenet: MixUp alpha (0: off, as the paper).", 0.0, low=0.0)
     cutmix: float = setting("imagenet: CutMix alpha (0: off, as the paper).", 0.0, low=0.0)
-    precision: str = setting("'auto': mixed_bfloat16 on GPUs, float32 on CPUs. mixed_float16 "
-                             "uses loss scaling. The spectral loss is float32 in every case.",
+    precision: str = setting("'auto': mixed_bfloat16 on GPUs; on a CPU with bf16 matmul units "
+                             "(AVX512-BF16, AMX) the frozen teacher in bfloat16, the student in "
+                             "float32; float32 on other CPUs (keras_spectralkd.recipes.precision)"
+                             ". mixed_float16 uses loss scaling. The spectral loss is float32 in "
+                             "every case.",
                              "auto", choices=PRECISION_CHOICES)
     student_overrides: dict = _dict_setting(
         "Extra models.create arguments of the student, as JSON: '{\"depth\": 4}'.")
@@ -128,6 +133,12 @@ class RunConfig:
                                   False)
     tensorboard: bool = setting(
         "Write TensorBoard logs (with SpectralTensorBoard's spectral panels).", True)
+    validation_every: int = setting("Evaluate on the validation set every N epochs (and always "
+                                    "after the last): N > 1 saves time in short runs.", 1, low=1)
+    cache_teacher: bool = setting(
+        "fashion_mnist without augment: compute the frozen teacher's logits and paired maps "
+        "once per training image and feed them to the Distiller instead of a teacher forward "
+        "per step (the same loss; keras_spectralkd.teacher_cache).", False)
     spectral_every_n_epochs: int = setting("Spectral TensorBoard panels every N epochs.", 1,
                                            low=1)
     strategy: str = setting("Data parallelism (see keras_spectralkd.training.distribute).",
@@ -151,6 +162,11 @@ class RunConfig:
             pairs = []  # no teacher, no pairs: a recipe's pairs do not stop a control run
         if self.mode == "fft" and not pairs:
             raise ValueError("mode='fft' is CE + the spectral term, which needs layer_pairs.")
+        if self.cache_teacher and (self.dataset != "fashion_mnist" or self.augment):
+            raise ValueError(
+                f"cache_teacher=true needs the same image at every visit (dataset=fashion_mnist, "
+                f"augment=false); got dataset={self.dataset!r}, augment={self.augment!r}: "
+                "a cached teacher output would not match an augmented image.")
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be at most "
                              f"epochs={self.epochs}.")
@@ -258,7 +274,7 @@ def parse_value(name, text):
         except ValueError:
             raise ValueError(f"{name}={text!r} is not valid; expected {_expected(field_)}.") from None
     elif field_.type is list:
-        value = parse_layer_pairs(text) if text else []
+        value = parse_pairs(text) if text else []
     elif field_.type is dict:
         try:
             value = json.loads(text)
@@ -269,6 +285,28 @@ def parse_value(name, text):
         value = text
     _check_field(field_, value)
     return value
+
+
+def parse_pairs(text):
+    """`"0:0,3:5"` -> `[(0, 0), (3, 5)]`; an item's side that is not a whole number is a layer
+    name (`"3:conv2_block1_out"` -> `(3, "conv2_block1_out")`), checked by the Distiller.
+
+    All-numeric text goes through `analysis.parse_layer_pairs` (its errors, docs/errors.md A1).
+    """
+    items = [item.strip().split(":") for item in text.split(",")]
+    if not any(len(parts) == 2 and any(p.strip() and not p.strip().lstrip("-").isdigit()
+                                       for p in parts) for parts in items):
+        return parse_layer_pairs(text)
+    pairs = []
+    for parts in items:
+        sides = [p.strip() for p in parts]
+        if len(sides) != 2 or not all(sides):
+            raise ValueError(
+                f"Bad layer pair {':'.join(parts).strip()!r} in {text!r}; expected "
+                "'student:teacher' with unit indices or layer names, e.g. '3:conv2_block1_out'."
+            )
+        pairs.append(tuple(int(p) if p.isdigit() else p for p in sides))
+    return pairs
 
 
 def describe_fields(defaults):

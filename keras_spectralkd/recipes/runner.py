@@ -30,7 +30,9 @@ from keras_spectralkd import models
 from keras_spectralkd.callbacks import SpectralTensorBoard
 from keras_spectralkd.convert import pretrained
 from keras_spectralkd.distiller import Distiller
+from keras_spectralkd.recipes import precision as precision_lib
 from keras_spectralkd.recipes.config import Recipe, RunConfig
+from keras_spectralkd.teacher_cache import TeacherCache
 from keras_spectralkd.training import checkpoint as checkpoint_lib
 from keras_spectralkd.training import distribute, loop, optimizer as optim
 from keras_spectralkd.training import ema as ema_lib
@@ -67,9 +69,15 @@ def tiny_preset(student_overrides, teacher_overrides, layer_pairs, **changes):
 
 
 # === Teacher ===
+# `teacher=keras`: the teacher is the whole Keras model saved in teacher_weights (a `.keras`
+# file): any functional model, e.g. a keras.applications CNN, its layers named in layer_pairs.
+KERAS_MODEL_TEACHER = "keras"
+
+
 def teacher_weights(recipe, config):
     """`(name, weights)` for `models.create` from `config.teacher_weights`: a file, or a timm
-    name with an optional tag (timm's pretrained weights).
+    name with an optional tag (timm's pretrained weights); `(KERAS_MODEL_TEACHER, path)` for a
+    whole saved model.
 
     Raises:
         FileNotFoundError: no weights given or the file is missing, saying how to get them.
@@ -81,6 +89,15 @@ def teacher_weights(recipe, config):
             f"mode={config.mode!r} needs a trained teacher ({config.teacher}), but no "
             f"teacher_weights was given. {recipe.teacher_source}"
         )
+    if config.teacher == KERAS_MODEL_TEACHER:
+        if not str(path).endswith(".keras"):
+            raise ValueError(
+                f"teacher={KERAS_MODEL_TEACHER} loads a whole saved Keras model, so "
+                f"teacher_weights must be a .keras file; got {path!r}."
+            )
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Teacher model {path!r} does not exist.")
+        return KERAS_MODEL_TEACHER, path
     if pretrained.is_timm_pretrained_name(path):  # e.g. "cait_s24_224.fb_dist_in1k"
         if pretrained.split_name(path)[0] != config.teacher:
             raise ValueError(
@@ -97,8 +114,16 @@ def load_teacher(recipe, config, num_classes):
     """The teacher through the one model loader (`models.create(name, weights)`, see
     `teacher_weights`), its head checked against the dataset's `num_classes` (ValueError)."""
     name, weights = teacher_weights(recipe, config)
-    teacher = models.create(name, weights, image_size=config.image_size,
-                            **config.teacher_overrides)
+    if name == KERAS_MODEL_TEACHER:
+        if config.teacher_overrides:
+            raise ValueError(
+                f"teacher={KERAS_MODEL_TEACHER} takes the saved model as it is; drop "
+                f"teacher_overrides={config.teacher_overrides!r}."
+            )
+        teacher = keras.saving.load_model(weights, compile=False)
+    else:
+        teacher = models.create(name, weights, image_size=config.image_size,
+                                **config.teacher_overrides)
     classes = teacher.output_shape[-1]
     if classes != num_classes:
         raise ValueError(
@@ -123,13 +148,6 @@ def accelerators():
     import tensorflow as tf
 
     return tf.config.list_physical_devices("GPU")
-
-
-def resolve_precision(precision, gpus=None):
-    """The dtype policy of `precision`: "auto" is mixed_bfloat16 with a GPU, else float32."""
-    if precision != "auto":
-        return precision
-    return "mixed_bfloat16" if (accelerators() if gpus is None else gpus) else "float32"
 
 
 def check_precision(precision, backend, gpus):
@@ -179,9 +197,10 @@ def load_data(config):
     )
 
 
-def build_distiller(config, teacher, student):
+def build_distiller(config, teacher, student, teacher_dtype=None):
     """The Distiller of `config.mode`. Soft/hard KD with a zero spectral weight (`--beta=0` or
-    `--spectral_weight=0`) runs without layer pairs: the plain KD baseline, no map extraction."""
+    `--spectral_weight=0`) runs without layer pairs: the plain KD baseline, no map extraction.
+    `teacher_dtype`: the frozen teacher's own dtype (`precision.choose`), None for the policy's."""
     if config.mode == "none":
         teacher, pairs = None, []
     elif config.mode in ("soft", "hard") and (config.beta == 0 or config.spectral_weight == 0):
@@ -198,6 +217,7 @@ def build_distiller(config, teacher, student):
         spectral_weight=config.spectral_weight,
         temperature=config.temperature,
         label_smoothing=config.label_smoothing,
+        teacher_dtype=teacher_dtype,
     )
 
 
@@ -275,7 +295,28 @@ def resolve_verbose(verbose):
     return 1 if isatty is not None and isatty() else 2
 
 
-def run(recipe, config, data=None, callbacks=()):
+def teacher_cache_for(config, distiller, data, cache=None, log=None):
+    """The training stream with the frozen teacher's outputs attached (`config.cache_teacher`):
+    `cache` (a `TeacherCache` of these training images holding the Distiller's teacher units,
+    e.g. one shared by a sweep's runs), else one computed here; `data` unchanged when the run
+    has no teacher."""
+    if not config.cache_teacher or distiller.teacher is None:
+        return data
+    if data.with_extras is None or data.train_images is None:
+        raise ValueError("cache_teacher=true needs training images in memory without "
+                         "augmentation (dataset=fashion_mnist, augment=false).")
+    units = distiller.teacher_units
+    if cache is None:
+        started = time.time()
+        cache = TeacherCache.compute(distiller.teacher, data.train_images, units,
+                                     batch_size=config.eval_batch_size or 256)
+        if log:
+            log(f"teacher outputs cached for {len(cache)} training images in "
+                f"{time.time() - started:.1f} s.")
+    return data.with_extras(cache.inputs(data.train_images, units))
+
+
+def run(recipe, config, data=None, callbacks=(), teacher_cache=None):
     """Trains `config` into `config.output_dir` (see the module docstring), resuming it when
     it holds a checkpoint; returns the summary dict (also written to summary.json).
 
@@ -285,6 +326,8 @@ def run(recipe, config, data=None, callbacks=()):
         data: an `ImageData` to use instead of loading the config's dataset.
         callbacks: more Keras callbacks; they run before the loop's records, so logs they add
             at an epoch's end land in log.csv, log.jsonl and the history.
+        teacher_cache: with `config.cache_teacher`, a `TeacherCache` of the training images to
+            use instead of computing one (a sweep computes it once for all its runs).
     """
     started = time.time()
     config = config.check()
@@ -294,7 +337,10 @@ def run(recipe, config, data=None, callbacks=()):
     # Joining the other processes of a multi-machine run must come before other backend work.
     distribute.initialize_multi_process()
     gpus = accelerators()
-    precision = resolve_precision(config.precision, gpus)
+    choice = precision_lib.choose(config.precision, gpus, teacher=config.mode != "none",
+                                  teacher_rebuilds=config.teacher != KERAS_MODEL_TEACHER)
+    precision = choice.policy
+    _log(config, f"[{recipe.name}] precision: {choice.describe()}.")
     check_precision(precision, keras.backend.backend(), gpus)
     loss_scale = optim.set_precision(precision)
     distribution = distribute.setup_distribution(config.strategy)
@@ -320,7 +366,7 @@ def run(recipe, config, data=None, callbacks=()):
     os.makedirs(run_dir, exist_ok=True)
     checkpoint_lib.atomic_write_json(
         os.path.join(run_dir, "config.json"),
-        {"recipe": recipe.name, **config.to_dict(), "precision": precision},
+        {"recipe": recipe.name, **config.to_dict(), **choice.to_dict()},
     )
     _log(config, f"[{recipe.name}] data: {data.description}; {data.num_train_examples} train / "
                  f"{data.num_validation_examples} val images, {data.num_classes} classes, "
@@ -348,8 +394,11 @@ def run(recipe, config, data=None, callbacks=()):
         teacher = None
         if config.mode != "none":
             teacher = load_teacher(recipe, config, data.num_classes)
-        distiller = build_distiller(config, teacher, student)
+        distiller = build_distiller(config, teacher, student, choice.teacher_dtype)
+        teacher = distiller.teacher  # the float32 original is freed when a bf16 copy runs
         schedule = compile_distiller(distiller, config, steps_per_epoch, loss_scale)
+    data = teacher_cache_for(config, distiller, data, teacher_cache,
+                             log=lambda message: _log(config, f"[{recipe.name}] {message}"))
     _log(config, f"[{recipe.name}] student {config.student} ({student.count_params():,} "
                  f"params), teacher {config.teacher if teacher is not None else 'none'}, mode "
                  f"{config.label()}, layer pairs {distiller.layer_pairs}, peak lr "
@@ -373,6 +422,7 @@ def run(recipe, config, data=None, callbacks=()):
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=data.validation,
+        validation_every=config.validation_every,
         output_dir=run_dir,
         callbacks=callbacks,
         best_model=student,

@@ -77,17 +77,20 @@ class EMAEvaluation(keras.callbacks.Callback):
     Args:
         validation_data: the data `fit` validates on (labels as class ids).
         evaluate_every: evaluate after every this many epochs.
+        evaluate_at: or after these 1-based epochs only (overrides `evaluate_every`).
     Logs (added to the epoch logs, so put this callback before loggers and checkpointers):
         `ema_val_<metric>` for each of the model's evaluation results (`ema_val_loss`,
         `ema_val_accuracy`, ...).
     """
 
-    def __init__(self, validation_data, evaluate_every=1):
+    def __init__(self, validation_data, evaluate_every=1, evaluate_at=None):
         super().__init__()
         if evaluate_every < 1:
             raise ValueError(f"evaluate_every must be >= 1; got {evaluate_every!r}.")
         self.validation_data = validation_data
         self.evaluate_every = int(evaluate_every)
+        # 1-based epochs to evaluate (the loop's validation epochs), instead of every N-th.
+        self.evaluate_at = None if evaluate_at is None else set(evaluate_at)
 
     def evaluate(self):
         """Evaluates the averaged weights; returns `{"ema_val_<metric>": value}`."""
@@ -96,6 +99,10 @@ class EMAEvaluation(keras.callbacks.Callback):
         return {f"ema_val_{name}": float(value) for name, value in results.items()}
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None or self.validation_data is None or (epoch + 1) % self.evaluate_every:
+        if logs is None or self.validation_data is None:
+            return
+        due = (epoch + 1 in self.evaluate_at if self.evaluate_at is not None
+               else (epoch + 1) % self.evaluate_every == 0)
+        if not due:
             return
         logs.update(self.evaluate())

@@ -115,6 +115,7 @@ def train(
     epochs,
     steps_per_epoch,
     validation_data=None,
+    validation_every=1,
     output_dir=None,
     callbacks=(),
     ema=None,
@@ -137,6 +138,8 @@ def train(
         epochs: total number of epochs.
         steps_per_epoch: optimizer steps per epoch.
         validation_data: evaluated at each epoch end by `fit` (`val_*` logs).
+        validation_every: evaluate every this many epochs and after the last one only (the
+            other epochs' logs have no `val_*`).
         output_dir: where checkpoints (`checkpoints/`), logs (`log.csv` from
             `keras.callbacks.CSVLogger`, epoch 0-based; `log.jsonl`, epoch 1-based), the best
             weights (`best.weights.h5`, `best.json`) go; None: nothing is written.
@@ -170,6 +173,7 @@ def train(
             f"create_optimizer(..., ema_momentum=...)); got {type(ema).__name__}."
         )
     epochs, steps_per_epoch = int(epochs), int(steps_per_epoch)
+    validated = validation_epochs(epochs, validation_every)
     state = {
         "epoch": 0,
         "step_in_epoch": 0,
@@ -218,7 +222,7 @@ def train(
     # then the checkpoint (it saves the advanced state).
     guard = [StopOnNonFiniteLoss(state, manager)]
     if ema is not False and uses_ema(model) and validation_data is not None:
-        guard.append(EMAEvaluation(validation_data))
+        guard.append(EMAEvaluation(validation_data, evaluate_at=validated))
     guard.append(LearningRateLogger())
     records = [
         BestEpochTracker(
@@ -244,8 +248,10 @@ def train(
 
     with keras_multi_worker_fixes(model):  # a no-op unless under a multi-worker strategy
         if state["step_in_epoch"] and state["epoch"] < epochs:
-            _finish_interrupted_epoch(model, train_data, state, validation_data,
-                                      guard + records, verbose)
+            _finish_interrupted_epoch(
+                model, train_data, state,
+                validation_data if state["epoch"] + 1 in validated else None,
+                guard + records, verbose)
         if state["epoch"] < epochs and not getattr(model, "stop_training", False):
             first = state["epoch"]
             model.fit(
@@ -254,6 +260,7 @@ def train(
                 epochs=epochs,
                 steps_per_epoch=steps_per_epoch,
                 validation_data=validation_data,
+                validation_freq=validated,
                 callbacks=guard + list(callbacks) + records + [raw_keeper],
                 verbose=verbose,
                 shuffle=False,  # each epoch's data arrive shuffled by the pipeline
@@ -282,6 +289,14 @@ class _KeepRawWeights(keras.callbacks.Callback):
             for variable, value in zip(model.trainable_variables, self.values):
                 variable.assign(value)
             self.values = None
+
+
+def validation_epochs(epochs, every):
+    """The 1-based epochs that are evaluated: every `every`-th and the last (Keras'
+    `validation_freq` as a list)."""
+    if int(every) != every or every < 1:
+        raise ValueError(f"validation_every must be a positive integer; got {every!r}.")
+    return [e for e in range(1, epochs + 1) if e % every == 0 or e == epochs]
 
 
 def _finish_interrupted_epoch(model, train_data, state, validation_data, callbacks, verbose):

@@ -313,6 +313,33 @@ def _(tmp_path, capsys):
                   [("stage_0", "stage_0")], mode="fft", grid_alignment="resize")
 
 
+def _cached_inputs(maps, keys=("images", "teacher_logits", "teacher_maps")):
+    """A Distiller input dict of cached teacher outputs for a batch of two 8x8 images."""
+    values = {"images": np.zeros((2, 8, 8, 3), "float32"),
+              "teacher_logits": np.zeros((2, 4), "float32"), "teacher_maps": maps}
+    return {key: values.get(key, values["images"]) for key in keys}
+
+
+@case("D36")
+def _(tmp_path, capsys):
+    distiller = _distiller(_tiny(6, 3), _tiny(6, 3), [(0, 0), (2, 2)])
+    return raised(distiller, _cached_inputs([np.zeros((2, 4, 4, 6), "float32")]),
+                  training=True)
+
+
+@case("D37")
+def _(tmp_path, capsys):
+    distiller = _distiller(_tiny(6, 3), _tiny(6, 3), [(0, 0)])
+    return raised(distiller, _cached_inputs([], keys=("image",)), training=True)
+
+
+@case("D38")
+def _(tmp_path, capsys):
+    distiller = _distiller(_tiny(6, 3), _tiny(6, 3), [(0, 0), (2, 2)])
+    return raised(distiller, _cached_inputs(np.zeros((2, 2, 4, 4, 6), "float32")),
+                  training=True)
+
+
 # === Spectral functions ===
 @case("S1")
 def _(tmp_path, capsys):
@@ -627,10 +654,65 @@ def _(tmp_path, capsys):
     return tool_run("study", ["--arm", 'w={"spectral_weight": -1}'], capsys)
 
 
+@case("R16")
+def _(tmp_path, capsys):
+    return tool_run("train", ["--recipe=fashion_mnist", "--set", "cache_teacher=true", "--set",
+                              "augment=true"], capsys)
+
+
+@case("R17")
+def _(tmp_path, capsys):
+    return tool_run("study", ["--teacher=/no/such.keras"], capsys)
+
+
 @case("R11")
 def _(tmp_path, capsys):
     # The check the runner makes before any work, as it decides on JAX without a GPU.
     return raised(_runner().check_precision, "mixed_float16", "jax", [])
+
+
+@case("R12")
+def _(tmp_path, capsys):
+    from keras_spectralkd.recipes import precision
+
+    os.environ[precision.CPU_BF16_ENV] = "maybe"
+    try:  # what the runner decides first for precision=auto on a CPU
+        return raised(precision.choose, "auto", [])
+    finally:
+        del os.environ[precision.CPU_BF16_ENV]
+
+
+@case("R13")
+def _(tmp_path, capsys):
+    recipe = _recipe()
+    config = recipe.config("tiny", teacher="keras", teacher_weights="teacher.weights.h5")
+    return raised(_runner().teacher_weights, recipe, config)
+
+
+@case("R14")
+def _(tmp_path, capsys):
+    recipe = _recipe()
+    path = tmp_path / "teacher.keras"
+    path.write_bytes(b"")  # refused before it is read
+    config = recipe.config("tiny", teacher="keras", teacher_weights=str(path),
+                           teacher_overrides={"depth": 2})
+    return raised(_runner().load_teacher, recipe, config, 10)
+
+
+@case("R15")
+def _(tmp_path, capsys):
+    from keras_spectralkd.recipes.config import parse_value
+
+    return raised(parse_value, "layer_pairs", "0:stage_0,3:")
+
+
+@case("A2")
+def _(tmp_path, capsys):
+    from keras_spectralkd.callbacks import SpectralTracker
+
+    images = keras.Input((8, 8, 3))
+    teacher = keras.Model(images, keras.layers.Conv2D(4, 3, name="conv")(images), name="cnn")
+    return raised(SpectralTracker, teacher, np.zeros((2, 8, 8, 3), "float32"), [(0, 1)])
 
 
 @case("R4")

@@ -229,3 +229,20 @@ def test_epochs_are_chained_into_one_dataset():
     for a, b, c in zip(expected, traced, eager):
         np.testing.assert_array_equal(b, a)
         np.testing.assert_array_equal(c, a)
+
+
+def test_validation_every_evaluates_every_nth_epoch_and_the_last(tmp_path):
+    """`validation_every=2` over 3 epochs: epochs 2 and 3 have `val_*` and the EMA's
+    `ema_val_*`, epoch 1 neither; the best epoch is chosen among the evaluated ones."""
+    from keras_spectralkd.training.loop import validation_epochs
+
+    assert validation_epochs(5, 2) == [2, 4, 5] and validation_epochs(4, 1) == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="validation_every must be a positive integer"):
+        validation_epochs(3, 0)
+    train_data, validation, steps = tiny_stream()
+    result = train(_distiller(), train_data, epochs=3, steps_per_epoch=steps,
+                   validation_data=validation, validation_every=2,
+                   output_dir=str(tmp_path / "run"), verbose=0)
+    logged = [sorted(k for k in row if "val_" in k) for row in result.history]
+    assert logged[0] == [] and "val_accuracy" in logged[1] and "ema_val_accuracy" in logged[2]
+    assert result.best["epoch"] in (2, 3)
