@@ -5,9 +5,10 @@ The choice (`recipes.precision.choose`): a GPU -> mixed_bfloat16; a CPU with bf1
 (`avx512_bf16` / `amx_bf16` in /proc/cpuinfo, or SPECTRALKD_CPU_BF16=1) -> the frozen teacher in
 bfloat16 and the student in `CPU_BF16_STUDENT_POLICY`; any other CPU -> float32.
 
-The accuracy checks run on the Fashion-MNIST miniature's teacher (`MINI_TEACHER`, the demo's
-and the study's), trained here for a few epochs on real images so that its logits have a
-trained model's margins (a random teacher's near-ties would flip under any rounding):
+The accuracy checks run on the study's trained CaiT teacher, shipped with the package
+(`STUDY_TEACHER_PATH`: 84.6% test top-1), so that its logits have a trained model's margins (a
+random or barely trained teacher's near-ties flip under any rounding: a 160-step teacher at 70%
+agreed on 509 of 512 images):
 - the bf16 copy's top-1 equals the float32 teacher's on >= 99.5% of 512 test images;
 - the spectral loss of a distilled student's maps against the bf16 teacher's is within 1% of
   the one against the float32 teacher's;
@@ -31,17 +32,16 @@ from keras_spectralkd import Distiller, models, spectral
 from keras_spectralkd._low_precision import in_dtype
 from keras_spectralkd.recipes import precision as precision_lib
 from keras_spectralkd.recipes import runner
-from keras_spectralkd.recipes.table import MINI_STUDENT, MINI_TEACHER, RECIPES
+from keras_spectralkd.recipes.table import RECIPES, STUDY_TEACHER_PATH
 
 # The images the checks count; the issue's 512.
 TEST_IMAGES = 512
 SEEDS = (0, 1, 2)
-# The miniature's data at a size that trains the teacher to a useful accuracy in CI's time.
-DATA = dict(train_size=4096, validation_size=TEST_IMAGES, tensorboard=False, verbose=0,
+DATA = dict(train_size=3000, validation_size=TEST_IMAGES, tensorboard=False, verbose=0,
             ema_decay=0.0, jit_compile=False)
-# 160 steps: about 72% top-1 on the 512 test images (the demo's 8 epochs of 10,000 reach ~85%).
-TEACHER_RUN = dict(DATA, epochs=5, warmup_epochs=0, lr=3e-3)
-STUDENT_RUN = dict(DATA, epochs=1, warmup_epochs=0, lr=2e-3)
+# The study preset's students (they take the shipped teacher), one short epoch, the teacher
+# online (no cache: the bf16 copy runs in every step).
+STUDENT_RUN = dict(DATA, epochs=1, warmup_epochs=0, lr=2e-3, cache_teacher=False)
 
 
 # === The choice ===
@@ -117,19 +117,13 @@ def test_a_run_says_what_auto_chose_first(tmp_path, monkeypatch, capsys):
 
 # === Accuracy of the bf16 teacher ===
 @pytest.fixture(scope="module")
-def teacher_path(tmp_path_factory):
-    """The miniature's teacher trained on real Fashion-MNIST images, in float32."""
-    out = tmp_path_factory.mktemp("auto_precision") / "teacher"
-    recipe = RECIPES["fashion_mnist_teacher"]
-    config = recipe.config(precision="float32", output_dir=str(out), **TEACHER_RUN)
-    summary = runner.run(recipe, config)
-    # Trained, not random: far above chance (10%), so its logits have real margins.
-    assert summary["final"]["val_accuracy"] > 0.6, summary["final"]
-    return str(out / "student.keras")
+def teacher_path():
+    """The study's trained teacher, float32."""
+    return STUDY_TEACHER_PATH
 
 
 def validation_images():
-    data = runner.load_data(RECIPES["fashion_mnist"].config(**DATA))
+    data = runner.load_data(RECIPES["fashion_mnist"].config("study", **DATA))
     images, labels = zip(*[(x, y) for x, y in data.validation.as_numpy_iterator()])
     images, labels = np.concatenate(images), np.concatenate(labels)
     assert len(images) == TEST_IMAGES
@@ -157,7 +151,7 @@ def test_bf16_teacher_agrees_with_float32_top1(teacher_path):
     agree = np.mean(reference.argmax(-1) == logits.argmax(-1))
     assert agree >= 0.995, f"top-1 agreement {agree:.4f} on {TEST_IMAGES} images"
     # The agreement is not that of two constant predictors: the teacher is right most times.
-    assert np.mean(reference.argmax(-1) == labels) > 0.6
+    assert np.mean(reference.argmax(-1) == labels) > 0.8
     # ... and bf16 really rounded: the logits differ, by about bf16's relative precision.
     assert not np.array_equal(reference, logits)
 
@@ -175,7 +169,7 @@ def distilled(teacher_path, tmp_path_factory):
         for seed in SEEDS:
             for precision in ("float32", "auto"):
                 out = root / f"seed{seed}-{precision}"
-                config = recipe.config(precision=precision, seed=seed,
+                config = recipe.config("study", precision=precision, seed=seed,
                                        teacher_weights=teacher_path, output_dir=str(out),
                                        **STUDENT_RUN)
                 runner.run(recipe, config)
@@ -227,7 +221,7 @@ def test_bf16_teacher_distills_within_the_seed_spread(distilled):
     def metric(name, precision):
         return np.array([results[seed, precision][name] for seed in SEEDS])
 
-    # The students learned: chance-level runs would agree trivially (32 steps reach ~40%).
+    # The students learned: chance-level runs would agree trivially (23 steps reach ~30%).
     assert metric("val_accuracy", "float32").min() > 0.25, results
     # The bf16 teacher's mean lands inside the float32 seeds' range, in top-1 and in loss.
     for name in ("val_accuracy", "val_loss"):

@@ -431,7 +431,7 @@ def plot_arm_profiles(teacher_intensity, runs, arms, path=None):
     seeds; thin lines: single seeds). `runs` carry `arm` and `intensity` (one value per unit)."""
     import numpy as np
 
-    figure = _new_figure(6.0, 4.0)
+    figure = _new_figure(7.5, 4.0)
     axis = figure.add_subplot()
     teacher = np.asarray(teacher_intensity, dtype=np.float64)
     axis.plot(np.linspace(0, 1, len(teacher)), teacher, color="black", linewidth=2,
@@ -448,7 +448,8 @@ def plot_arm_profiles(teacher_intensity, runs, arms, path=None):
                   marker=MODEL_MARKERS[index % len(MODEL_MARKERS)], label=arm)
     axis.set_xlabel("relative depth")
     axis.set_ylabel("frequency intensity L(X)")
-    axis.set_title("Spectral profiles: the teacher and each arm's students (final epoch)")
+    axis.set_title("L(X) of the teacher and of each arm's students\n(final epoch; thin: one seed)")
     _style_axis(axis)
-    axis.legend(loc="best")
+    # Outside the axes: the profiles fill the plot from top to bottom.
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _finish(figure, path)

@@ -32,6 +32,7 @@ from keras_spectralkd import analysis
 from keras_spectralkd.callbacks import SpectralTracker
 from keras_spectralkd.recipes import runner
 from keras_spectralkd.recipes.table import RECIPES
+from keras_spectralkd.teacher_cache import TeacherCache
 from keras_spectralkd.training import checkpoint as checkpoint_lib
 
 # The standard arms: config changes on top of the student config (pairs filled in where the
@@ -82,8 +83,9 @@ class Teacher:
         path: its `.keras` file (what the students' runs load).
         profile: its `Profile` on `images`.
         pairs: the layer pairs (student_unit, teacher_unit) of the spectral arms.
-        summary: the teacher run's summary.json.
+        summary: the teacher run's summary.json (for a given teacher: its test top-1 alone).
         images: the profiling images (the first test images).
+        top1: its final top-1 on the test set.
     """
 
     model: object
@@ -92,21 +94,26 @@ class Teacher:
     pairs: list
     summary: dict
     images: object
+    top1: float = float("nan")
 
 
-# Settings the teacher and the students must share: they see the same data.
+# Settings the teacher and the students must share: they see the same data. In the study preset
+# the teacher was trained on more images than the students see (all but the training subset).
 DATA_FIELDS = ("dataset", "data_dir", "image_size", "train_size", "validation_size", "batch_size",
                "eval_batch_size", "augment")
+STUDY_SHARED_FIELDS = ("dataset", "data_dir", "image_size", "validation_size", "eval_batch_size",
+                       "augment")
 
 
-def miniature(quick=False, teacher_changes=(), student_changes=()):
+def miniature(quick=False, teacher_changes=(), student_changes=(), preset=None):
     """The Fashion-MNIST miniature's teacher and student `RunConfig`s, checked: the recipes'
-    paper presets (the `quick` ones for tests) with `*_changes` ((name, value) pairs) applied;
-    data settings given for the students apply to the teacher too, and the students' teacher
-    is the teacher's model."""
-    preset = "quick" if quick else "paper"
+    `preset` ("paper": the demo's; "study": the study's; "quick", the default with `quick`, for
+    tests) with `*_changes` ((name, value) pairs) applied; data settings given for the students
+    apply to the teacher too, and the students' teacher is the teacher's model."""
+    preset = preset or ("quick" if quick else "paper")
+    shared = STUDY_SHARED_FIELDS if preset == "study" else DATA_FIELDS
     student_changes = dict(student_changes)
-    teacher_changes = {**{k: v for k, v in student_changes.items() if k in DATA_FIELDS},
+    teacher_changes = {**{k: v for k, v in student_changes.items() if k in shared},
                        **dict(teacher_changes)}
     teacher = RECIPES["fashion_mnist_teacher"].config(preset, **teacher_changes)
     student = RECIPES["fashion_mnist"].config(preset, **student_changes)
@@ -129,35 +136,46 @@ def finished(run_dir, epochs):
     return summary if summary.get("epochs") == epochs else None
 
 
-def _first_images(config, count):
-    data = runner.load_data(config)
+def _first_images(data, config, count):
     images = np.concatenate([np.asarray(x) for x, _ in data.validation.take(
         -(-count // (config.eval_batch_size or 256)))])
     return images[:count]
 
 
 def train_teacher(recipe, config, output_dir, *, student_depth, profile_images=512,
-                  layer_pairs=None, log=print):
+                  layer_pairs=None, log=print, weights=None):
     """Trains (or reuses) the teacher run of `config` (of `recipe`, mode none) in
-    `<output_dir>/teacher`, profiles it, chooses the layer pairs; returns a `Teacher`."""
+    `<output_dir>/teacher`, or takes the trained teacher in `weights` (a `.keras` file, scored
+    on the test set here); profiles it, chooses the layer pairs; returns a `Teacher`."""
     import keras
 
-    config = dataclasses.replace(config, output_dir=os.path.join(output_dir, "teacher"))
-    summary = finished(config.output_dir, config.epochs)
-    if summary is None:
-        summary = runner.run(recipe, config)
+    data = runner.load_data(config)
+    if weights is not None:
+        path = weights
+        model = keras.saving.load_model(path, compile=False)
+        model.compile(metrics=["accuracy"], jit_compile=False)
+        top1 = float(model.evaluate(data.validation, verbose=0, return_dict=True)["accuracy"])
+        summary = {"student": path, "final": {"val_accuracy": top1}, "history": []}
+        log(f"teacher {path}: test top-1 {top1 * 100:.2f}% (measured now).")
     else:
-        log(f"teacher reused from {config.output_dir} (test top-1 "
-            f"{summary['final']['val_accuracy'] * 100:.2f}%).")
-    path = summary["student"]
-    model = keras.saving.load_model(path, compile=False)
+        config = dataclasses.replace(config, output_dir=os.path.join(output_dir, "teacher"))
+        summary = finished(config.output_dir, config.epochs)
+        if summary is None:
+            summary = runner.run(recipe, config)
+        else:
+            log(f"teacher reused from {config.output_dir} (test top-1 "
+                f"{summary['final']['val_accuracy'] * 100:.2f}%).")
+        path = summary["student"]
+        model = keras.saving.load_model(path, compile=False)
+        top1 = summary["final"]["val_accuracy"]
     model.trainable = False
-    images = _first_images(config, profile_images)
+    images = _first_images(data, config, profile_images)
     profile = analysis.profile_model(model, images, entropy=False, name="teacher", verbose=0)
     if layer_pairs is None:
         layer_pairs = analysis.select_layer_pairs(profile, student_depth)
     return Teacher(model=model, path=path, profile=profile,
-                   pairs=[tuple(p) for p in layer_pairs], summary=summary, images=images)
+                   pairs=[tuple(p) for p in layer_pairs], summary=summary, images=images,
+                   top1=top1)
 
 
 def arm_changes(arm, config, teacher):
@@ -178,8 +196,10 @@ def arm_config(config, arm_changes, seed, teacher, run_dir):
                                **changes)
 
 
-def run_arm(recipe, config, arm, arm_changes, seed, teacher, output_dir, log=print):
-    """Trains (or reads back) one (seed, arm) run; returns its result dict."""
+def run_arm(recipe, config, arm, arm_changes, seed, teacher, output_dir, log=print,
+            teacher_cache=None):
+    """Trains (or reads back) one (seed, arm) run; returns its result dict. `teacher_cache`:
+    the teacher's outputs on the training images (`config.cache_teacher`), shared by the runs."""
     run_dir = os.path.join(output_dir, "runs", f"seed{seed}-{arm}")
     run_config = arm_config(config, arm_changes, seed, teacher, run_dir)
     profile_path = os.path.join(run_dir, "profile.json")
@@ -190,7 +210,8 @@ def run_arm(recipe, config, arm, arm_changes, seed, teacher, output_dir, log=pri
         profile = analysis.Profile.load(profile_path)
     else:
         tracker = SpectralTracker(teacher.model, teacher.images, teacher.pairs)
-        summary = runner.run(recipe, run_config, callbacks=[tracker])
+        summary = runner.run(recipe, run_config, callbacks=[tracker],
+                             teacher_cache=teacher_cache)
         if tracker.profile is None:  # resumed after its last epoch: measure the saved student
             import keras
 
@@ -206,7 +227,8 @@ def result_of(summary, seed, arm, profile, run_dir):
     (optimistic: chosen on the test set itself), the spectral distances, the history."""
     history = summary["history"]
     final = history[-1]
-    best = max(history, key=lambda h: h["val_accuracy"])
+    # Epochs without validation (`validation_every`) have no val_accuracy.
+    best = max((h for h in history if "val_accuracy" in h), key=lambda h: h["val_accuracy"])
     return dict(
         seed=seed, arm=arm, top1=final["val_accuracy"], best_top1=best["val_accuracy"],
         best_epoch=best["epoch"], level_distance=final.get("level_distance", float("nan")),
@@ -217,14 +239,35 @@ def result_of(summary, seed, arm, profile, run_dir):
     )
 
 
+def shared_teacher_cache(config, teacher, arms, log=print):
+    """With `config.cache_teacher`: ONE `TeacherCache` of the teacher's logits and of every
+    teacher unit any arm pairs, on the training images (the same for every seed: the subset is
+    fixed, the seed only orders it), for all the runs; else None."""
+    if not config.cache_teacher:
+        return None
+    configs = [arm_config(config, changes, 0, teacher, "") for changes in arms.values()]
+    if all(c.mode == "none" for c in configs):
+        return None
+    units = sorted({t for c in configs if c.mode != "none" for _, t in c.layer_pairs})
+    started = time.time()
+    images = runner.load_data(config).train_images
+    cache = TeacherCache.compute(teacher.model, images, units,
+                                 batch_size=config.eval_batch_size or 256)
+    log(f"teacher outputs (logits, units {units}) cached for {len(cache)} training images in "
+        f"{time.time() - started:.0f} s, shared by every run.")
+    return cache
+
+
 def run_sweep(recipe, config, teacher, arms, seeds, output_dir, log=print):
     """Every (seed, arm) run of `recipe`'s student `config`, seeds outermost; returns their
     result dicts."""
     results = []
+    cache = shared_teacher_cache(config, teacher, arms, log)
     for seed in seeds:
         for arm, changes in arms.items():
             started = time.time()
-            results.append(run_arm(recipe, config, arm, changes, seed, teacher, output_dir, log))
+            results.append(run_arm(recipe, config, arm, changes, seed, teacher, output_dir, log,
+                                   teacher_cache=cache))
             log(f"seed {seed} {arm}: test top-1 {results[-1]['top1'] * 100:.2f}% "
                 f"({time.time() - started:.0f} s).")
     return results

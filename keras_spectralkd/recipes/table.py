@@ -6,6 +6,8 @@ wd 0.05, soft KD (alpha 0.9, tau 1) + the spectral loss, EMA 0.99996 per step (t
 `RunConfig` defaults). What differs is below.
 """
 
+import os
+
 from keras_spectralkd.analysis.selection import DEIT_FROM_CAIT_S24_PAIRS, SWIN_STAGE_PAIRS
 from keras_spectralkd.recipes.config import Recipe, RunConfig
 from keras_spectralkd.recipes.runner import timm_weights_hint, tiny_preset
@@ -85,6 +87,20 @@ _MINI_QUICK = dict(epochs=1, warmup_epochs=0, train_size=256, validation_size=12
                    batch_size=64, eval_batch_size=64, jit_compile=False)
 _QUICK_TEACHER = dict(patch_size=7, embed_dim=32, depth=3, num_heads=2, init_values=0.1)
 _QUICK_STUDENT = dict(patch_size=7, embed_dim=16, depth=2, num_heads=2)
+# The study (tools/study.py, docs/results.md): the paper's conditions in miniature. 4x4 patches
+# give 7x7 token maps at every pair. The teacher is trained once on all 12000 embedded images
+# and shipped (`STUDY_TEACHER_PATH`); the students see a 3000-image subset of them, so the
+# teacher is clearly stronger, as CaiT-S24 is over DeiT-Tiny. Students train 16 epochs,
+# validated every 4th, with the teacher's outputs cached (no augmentation: one forward per image
+# for the whole study).
+STUDY_TEACHER = dict(patch_size=4, embed_dim=96, depth=6, num_heads=4, init_values=0.1)
+STUDY_STUDENT = dict(patch_size=4, embed_dim=48, depth=4, num_heads=3)
+_STUDY_TEACHER_RUN = dict(student_overrides=dict(STUDY_TEACHER), train_size=None, epochs=4)
+_STUDY_STUDENT_RUN = dict(student_overrides=dict(STUDY_STUDENT),
+                          teacher_overrides=dict(STUDY_TEACHER), train_size=3_000, epochs=16,
+                          validation_every=4, cache_teacher=True)
+STUDY_TEACHER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "data", "fashion_mnist_teacher", "teacher.keras")
 MINI_TEACHER_SOURCE = ("Train it first: spectralkd-train --recipe=fashion_mnist_teacher "
                        "--set output_dir=runs/fm_teacher, then pass "
                        "--set teacher_weights=runs/fm_teacher/student.keras.")
@@ -94,7 +110,8 @@ RECIPES["fashion_mnist_teacher"] = Recipe(
     description="The miniature's CaiT teacher on Fashion-MNIST, cross-entropy only (mode none).",
     paper=RunConfig(student="cait_s24_224", student_overrides=dict(MINI_TEACHER), mode="none",
                     **_MINI),
-    presets={"quick": dict(_MINI_QUICK, student_overrides=dict(_QUICK_TEACHER))},
+    presets={"quick": dict(_MINI_QUICK, student_overrides=dict(_QUICK_TEACHER)),
+             "study": _STUDY_TEACHER_RUN},
 )
 RECIPES["fashion_mnist"] = Recipe(
     name="fashion_mnist",
@@ -105,6 +122,7 @@ RECIPES["fashion_mnist"] = Recipe(
                     layer_pairs=[(0, 0), (1, 1), (2, 4), (3, 5)], spectral_weight=0.2, **_MINI),
     presets={"quick": dict(_MINI_QUICK, student_overrides=dict(_QUICK_STUDENT),
                            teacher_overrides=dict(_QUICK_TEACHER),
-                           layer_pairs=[(0, 0), (1, 2)])},
+                           layer_pairs=[(0, 0), (1, 2)]),
+             "study": _STUDY_STUDENT_RUN},
     teacher_source=MINI_TEACHER_SOURCE,
 )

@@ -2,14 +2,17 @@
 
     python tools/study.py                            # the default study (docs/results.md)
     python tools/study.py --quick --output_dir=runs/study_quick   # a one-minute smoke run
-    spectralkd-study --seeds=0,1,2,3,4 --backend=jax --set epochs=12 --teacher_set epochs=20
+    spectralkd-study --seeds=0,1,2,3,4,5,6,7 --backend=jax --set epochs=24
 
-A sweep of the package's one engine (`recipes.sweep`): ONE teacher run (the
-`fashion_mnist_teacher` recipe), profiled, the layer pairs chosen by the guideline from its
-profile unless --layer_pairs is given; then, for every seed, the `fashion_mnist` student in every
-arm, each a normal run folder under <output_dir>/runs (checkpoints, summary.json, TensorBoard,
-resumable). Within a seed every arm starts from the same weights and sees the same batches: a
-paired design, the arm the only difference.
+A sweep of the package's one engine (`recipes.sweep`), in the paper's conditions in miniature (the
+recipes' "study" preset; docs/results.md gives the reasons): a trained CaiT teacher (by default the
+one shipped with the package, trained on the full Fashion-MNIST; `--train_teacher` trains it anew
+with the `fashion_mnist_teacher` recipe), profiled, the layer pairs chosen by the guideline from
+its profile unless --layer_pairs is given; then, for every seed, the `fashion_mnist` student in
+every arm, each a normal run folder under <output_dir>/runs (checkpoints, summary.json,
+TensorBoard, resumable). Within a seed every arm starts from the same weights and sees the same
+batches: a paired design, the arm the only difference. The teacher's outputs on the students'
+training images are computed once and shared by every run (`cache_teacher`, `TeacherCache`).
 
 Arms (the Distiller's words): `none` (CE only), `soft` (soft logit KD), `fft` (CE + the spectral
 term), `soft+spectral` (SpectralKD on the guideline's pairs), `soft+middle`, `soft+spread`,
@@ -215,8 +218,11 @@ def _comparable(config):
 
 
 def run_study(teacher_config, student_config, output_dir, *, seeds, arms, layer_pairs=None,
-              profile_images=512, log=print):
+              profile_images=512, log=print, teacher_weights=None):
     """Runs (or resumes) the study; writes and returns the summary dict.
+
+    `teacher_weights`: a trained teacher (`.keras`) to distill from instead of training
+    `teacher_config` (the default study's shipped one).
 
     `arms`: name -> config changes, or None for a standard arm (`recipes.sweep.arm_changes`,
     resolved once the teacher's pairs are known; a layer-choice arm whose pairs are the
@@ -230,7 +236,9 @@ def run_study(teacher_config, student_config, output_dir, *, seeds, arms, layer_
     from keras_spectralkd.recipes import RECIPES, sweep
 
     started = time.time()
-    settings = dict(teacher=_comparable(teacher_config), student=_comparable(student_config),
+    settings = dict(teacher=(_comparable(teacher_config) if teacher_weights is None
+                             else {"weights": os.path.abspath(teacher_weights)}),
+                    student=_comparable(student_config),
                     layer_pairs=None if layer_pairs is None else [list(p) for p in layer_pairs],
                     backend=keras.backend.backend())
     os.makedirs(output_dir, exist_ok=True)
@@ -240,6 +248,7 @@ def run_study(teacher_config, student_config, output_dir, *, seeds, arms, layer_
         RECIPES["fashion_mnist_teacher"], teacher_config, output_dir,
         student_depth=student_config.student_overrides["depth"],
         profile_images=profile_images, layer_pairs=layer_pairs, log=log,
+        weights=teacher_weights,
     )
     log("teacher L(X) per block: " + " ".join(f"{v:.4f}" for v in teacher.profile.intensity)
         + f"; layer pairs (student:teacher) {analysis.format_layer_pairs(teacher.pairs)}"
@@ -259,8 +268,9 @@ def run_study(teacher_config, student_config, output_dir, *, seeds, arms, layer_
     summary = dict(
         settings=settings, seeds=list(seeds), arms={k: _jsonable(v) for k, v in arms.items()},
         layer_pairs=[list(p) for p in teacher.pairs],
-        teacher=dict(top1=history[-1]["val_accuracy"],
-                     best_top1=max(h["val_accuracy"] for h in history),
+        teacher=dict(top1=teacher.top1,
+                     best_top1=max((h["val_accuracy"] for h in history if "val_accuracy" in h),
+                                   default=teacher.top1),
                      intensity=[float(v) for v in teacher.profile.intensity],
                      run_dir=os.path.dirname(teacher.path)),
         runs=runs, statistics=statistics(runs, list(arms)),
@@ -330,7 +340,7 @@ def build_parser():
                         help="where everything goes; an existing study there is resumed")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny study for tests (2 seeds, 256 images, small models)")
-    parser.add_argument("--seeds", type=_int_list, help="e.g. 0,1,2 (default; quick: 0,1)")
+    parser.add_argument("--seeds", type=_int_list, help="e.g. 0,1,2 (default 0,1,2,3,4; quick: 0,1)")
     parser.add_argument("--arms", type=_arm_list,
                         help=f"subset of {','.join(STANDARD_ARMS)} (default "
                              f"{','.join(DEFAULT_ARMS)}; quick: {','.join(QUICK_ARMS)})")
@@ -345,10 +355,34 @@ def build_parser():
     parser.add_argument("--teacher_set", action="append", default=[], metavar="NAME=VALUE",
                         help="any setting of the teacher's run, e.g. epochs=12 or "
                              "student_overrides='{\"depth\": 8}'")
+    parser.add_argument("--teacher", metavar="PATH",
+                        help="a trained teacher (.keras) to distill from, of the students' "
+                             "teacher architecture (teacher_overrides; default: the one shipped "
+                             "with the package, trained by `spectralkd-train "
+                             "--recipe=fashion_mnist_teacher --preset=study`)")
+    parser.add_argument("--train_teacher", action="store_true",
+                        help="train the teacher in <output_dir>/teacher instead (implied by "
+                             "--teacher_set, and by --quick without --teacher)")
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
+
+
+def _teacher_weights(args):
+    """The trained teacher the study distills from, or None to train one."""
+    from keras_spectralkd.recipes.table import STUDY_TEACHER_PATH
+
+    if args.teacher and (args.train_teacher or args.teacher_set):
+        raise cli.UsageError("--teacher takes a trained teacher; it cannot go with "
+                             "--train_teacher or --teacher_set")
+    if args.train_teacher or args.teacher_set or (args.quick and not args.teacher):
+        return None
+    path = args.teacher or STUDY_TEACHER_PATH
+    if not os.path.isfile(path):
+        raise cli.UsageError(f"--teacher={path!r} is not a file; give a trained teacher's "
+                             ".keras file, or --train_teacher to train one")
+    return path
 
 
 def _rerun_with_backend(backend, argv):
@@ -382,7 +416,8 @@ def main(argv=None):
             epochs = [("epochs", 2)] if args.quick else []
             teacher_config, student_config = sweep.miniature(
                 args.quick, teacher_changes=verbose + changes[0],
-                student_changes=verbose + epochs + changes[1])
+                student_changes=verbose + epochs + changes[1],
+                preset="quick" if args.quick else "study")
         except ValueError as error:
             raise cli.UsageError(str(error)) from None
 
@@ -393,12 +428,14 @@ def main(argv=None):
             except (TypeError, ValueError) as error:
                 raise cli.UsageError(f"--arm {name}: {error}") from None
             arms[name] = changes
+        teacher_weights = _teacher_weights(args)
         log = (lambda message: None) if args.quiet else (
             lambda message: print(f"[study] {message}", flush=True))
         summary = run_study(teacher_config, student_config, args.output_dir,
-                            seeds=args.seeds or ((0, 1) if args.quick else (0, 1, 2)),
+                            seeds=args.seeds or ((0, 1) if args.quick else (0, 1, 2, 3, 4)),
                             arms=arms, layer_pairs=args.layer_pairs,
-                            profile_images=64 if args.quick else 512, log=log)
+                            profile_images=64 if args.quick else 512, log=log,
+                            teacher_weights=teacher_weights)
         if not args.quiet:
             print(markdown_table(summary), end="")
 

@@ -106,6 +106,11 @@ def test_bad_flags_are_usage_errors_without_traceback(capsys):
     error = capsys.readouterr().err
     assert "distill" in error and "epochs=0 is not valid" in error
     assert "--arm w: spectral_weight=-1 is not valid" in error and "Traceback" not in error
+    assert study.main(["--teacher=/no/such.keras"]) == 2
+    assert study.main(["--teacher=/no/such.keras", "--train_teacher"]) == 2
+    error = capsys.readouterr().err
+    assert "--teacher='/no/such.keras' is not a file" in error
+    assert "cannot go with --train_teacher" in error and "Traceback" not in error
 
 
 @pytest.mark.slow
@@ -167,6 +172,22 @@ def test_quick_study_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
         for spectral in ("fft", "soft+spectral"):
             for plain in ("none", "soft"):
                 assert runs[seed, spectral]["spectral_gap"] < runs[seed, plain]["spectral_gap"]
+
+    # A trained teacher given by file (how the default study takes the shipped one): scored on
+    # the test set, not trained; the students' runs distill from it, their teacher outputs
+    # cached once.
+    given = os.path.join(out, "teacher", "student.keras")
+    other = str(tmp_path / "given")
+    assert study.main(["--quick", f"--output_dir={other}", f"--teacher={given}", "--seeds=0",
+                       "--arms=none,soft+spectral", "--set", "cache_teacher=true"]) == 0
+    log = capsys.readouterr().out
+    assert "(measured now)" in log and "cached for 256 training images" in log
+    assert not os.path.exists(os.path.join(other, "teacher"))
+    again = json.load(open(os.path.join(other, "study.json")))
+    assert again["teacher"]["top1"] == pytest.approx(summary["teacher"]["top1"], abs=1e-6)
+    assert again["layer_pairs"] == summary["layer_pairs"]
+    config = json.load(open(os.path.join(other, "runs", "seed0-soft+spectral", "config.json")))
+    assert config["teacher_weights"] == given and config["cache_teacher"] is True
 
     # The statistics are the runs' numbers: recomputed here from the per-run values.
     stats = summary["statistics"]
