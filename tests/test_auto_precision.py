@@ -39,9 +39,9 @@ TEST_IMAGES = 512
 SEEDS = (0, 1, 2)
 DATA = dict(train_size=3000, validation_size=TEST_IMAGES, tensorboard=False, verbose=0,
             ema_decay=0.0, jit_compile=False)
-# The study preset's students (they take the shipped teacher), one short epoch, the teacher
+# The study preset's students (they take the shipped teacher), two short epochs, the teacher
 # online (no cache: the bf16 copy runs in every step).
-STUDENT_RUN = dict(DATA, epochs=1, warmup_epochs=0, lr=2e-3, cache_teacher=False)
+STUDENT_RUN = dict(DATA, epochs=2, warmup_epochs=0, lr=2e-3, cache_teacher=False)
 
 
 # === The choice ===
@@ -221,7 +221,7 @@ def test_bf16_teacher_distills_within_the_seed_spread(distilled):
     def metric(name, precision):
         return np.array([results[seed, precision][name] for seed in SEEDS])
 
-    # The students learned: chance-level runs would agree trivially (23 steps reach ~30%).
+    # The students learned: chance-level runs would agree trivially.
     assert metric("val_accuracy", "float32").min() > 0.25, results
     # The bf16 teacher's mean lands inside the float32 seeds' range, in top-1 and in loss.
     for name in ("val_accuracy", "val_loss"):

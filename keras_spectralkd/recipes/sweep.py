@@ -153,7 +153,9 @@ def train_teacher(recipe, config, output_dir, *, student_depth, profile_images=5
     if weights is not None:
         path = weights
         model = keras.saving.load_model(path, compile=False)
-        model.compile(metrics=["accuracy"], jit_compile=False)
+        # A loss too: the torch backend's evaluate refuses a model compiled without one.
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], jit_compile=False)
         top1 = float(model.evaluate(data.validation, verbose=0, return_dict=True)["accuracy"])
         summary = {"student": path, "final": {"val_accuracy": top1}, "history": []}
         log(f"teacher {path}: test top-1 {top1 * 100:.2f}% (measured now).")
