@@ -176,13 +176,12 @@ def _num_units(model, info):
 
 
 def _check_input_keys(inputs):
-    """The key of the images in a dict input; ValueError for keys the Distiller does not take."""
+    """ValueError for a dict input without images or with keys the Distiller does not take."""
     keys = set(inputs)
     if "images" not in keys or keys - {"images", "teacher_logits", "teacher_maps"}:
         raise ValueError(
             "A dict input must hold 'images' and, for cached teacher outputs, 'teacher_logits' "
             f"and 'teacher_maps'; got keys {sorted(keys)}.")
-    return "images"
 
 
 def _check_model(role, model):
@@ -416,7 +415,8 @@ class Distiller(keras.Model):
         on its first call) with one symbolic call, so every weight exists before the first step
         (JAX's stateless step needs them)."""
         if isinstance(input_shape, dict):  # images with cached teacher outputs
-            input_shape = input_shape[_check_input_keys(input_shape)]
+            _check_input_keys(input_shape)
+            input_shape = input_shape["images"]
         images = keras.KerasTensor(tuple(input_shape))
         for model in (self.teacher, self.student):
             if model is not None and not model.built:

@@ -98,7 +98,7 @@ class Teacher:
 
 
 # Settings the teacher and the students must share: they see the same data. In the study preset
-# the teacher was trained on more images than the students see (all but the training subset).
+# the teacher was trained on more images than the students see (theirs among them).
 DATA_FIELDS = ("dataset", "data_dir", "image_size", "train_size", "validation_size", "batch_size",
                "eval_batch_size", "augment")
 STUDY_SHARED_FIELDS = ("dataset", "data_dir", "image_size", "validation_size", "eval_batch_size",
