@@ -39,7 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Importing triton after TensorFlow segfaults (see tests/conftest.py); nothing here needs it.
 sys.modules.setdefault("triton", None)
 
-BACKENDS = ("tensorflow", "jax", "torch")
+from keras_spectralkd.tools import cli  # noqa: E402
+from keras_spectralkd.tools.study import BACKENDS, _int_list  # noqa: E402
+
 ARMS = ("none", "soft", "soft+spectral")
 STAGES = ("stage_0", "stage_1", "stage_2", "stage_3")
 # (filters, stride) per stage: 28 -> 28, 14, 7, 7. Every stage is at least as wide as the
@@ -234,38 +236,45 @@ def markdown(summary):
     return "\n".join(lines) + "\n"
 
 
-def _int_list(text):
-    values = tuple(int(v) for v in text.split(",") if v.strip())
-    if not values or len(set(values)) != len(values) or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0, e.g. 0,1,2; got {text!r}")
-    return values
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Command-line entry point: 0 done, 1 failed, 2 bad usage (one line, no traceback)."""
+    parser = cli.parser("cross_architecture.py", __doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="runs/cross_architecture")
     parser.add_argument("--quick", action="store_true", help="a tiny run for tests")
     parser.add_argument("--seeds", type=_int_list, help="default 0,1,2,3,4 (quick: 0,1)")
-    parser.add_argument("--epochs", type=int, help="student epochs")
-    parser.add_argument("--teacher_epochs", type=int)
-    parser.add_argument("--train_size", type=int)
-    parser.add_argument("--validation_size", type=int)
+    parser.add_argument("--epochs", type=_positive, help="student epochs")
+    parser.add_argument("--teacher_epochs", type=_positive)
+    parser.add_argument("--train_size", type=_positive)
+    parser.add_argument("--validation_size", type=_positive)
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    if args.backend:
-        if "keras" in sys.modules and sys.modules["keras"].backend.backend() != args.backend:
-            parser.error(f"keras is already imported with another backend than {args.backend}")
-        os.environ["KERAS_BACKEND"] = args.backend
-    log = (lambda message: None) if args.quiet else (
-        lambda message: print(f"[cross-architecture] {message}", flush=True))
-    summary = run(args.quick, args.output_dir, seeds=args.seeds, epochs=args.epochs,
-                  teacher_epochs=args.teacher_epochs, train_size=args.train_size,
-                  validation_size=args.validation_size, log=log)
-    if not args.quiet:
-        print(markdown(summary), end="")
-    return 0
+
+    def body(args):
+        if args.backend:
+            if "keras" in sys.modules and sys.modules["keras"].backend.backend() != args.backend:
+                raise cli.UsageError(
+                    f"keras is already imported with another backend than {args.backend}")
+            os.environ["KERAS_BACKEND"] = args.backend
+        log = (lambda message: None) if args.quiet else (
+            lambda message: print(f"[cross-architecture] {message}", flush=True))
+        summary = run(args.quick, args.output_dir, seeds=args.seeds, epochs=args.epochs,
+                      teacher_epochs=args.teacher_epochs, train_size=args.train_size,
+                      validation_size=args.validation_size, log=log)
+        if not args.quiet:
+            print(markdown(summary), end="")
+
+    return cli.run(parser, body, argv)
 
 
 if __name__ == "__main__":
