@@ -163,7 +163,7 @@ def train_teacher(recipe, config, output_dir, *, student_depth, profile_images=5
         config = dataclasses.replace(config, output_dir=os.path.join(output_dir, "teacher"))
         summary = finished(config.output_dir, config.epochs)
         if summary is None:
-            summary = runner.run(recipe, config)
+            summary = runner.run(recipe, config, data=data)  # loaded once, above
         else:
             log(f"teacher reused from {config.output_dir} (test top-1 "
                 f"{summary['final']['val_accuracy'] * 100:.2f}%).")
