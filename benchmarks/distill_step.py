@@ -24,10 +24,10 @@ Run (as in docs/performance.md):
 
     python benchmarks/distill_step.py --pair swin --batch_sizes 16
     python benchmarks/distill_step.py --dtype mixed_bfloat16 --contenders reference,jax,tensorflow
-    # precision="auto" on a bf16 CPU (bf16 teacher, float32 student) against the reference in
-    # float32 and under bf16 autocast, in one interleaved run:
-    python benchmarks/distill_step.py --teacher_dtype bfloat16 \
-        --contenders reference,reference@mixedbf16,torch,tensorflow,jax
+    # precision="auto" (keras_spectralkd/precision.py) against the reference in float32 and under bf16
+    # autocast, in one interleaved run:
+    python benchmarks/distill_step.py \
+        --contenders reference,reference@mixedbf16,torch@auto,tensorflow@auto,jax@auto
     python benchmarks/distill_step.py --device gpu --batch_sizes 128 --dtype mixed_bfloat16
 """
 
@@ -131,6 +131,9 @@ def run_reference(args):
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 3, side, side, generator=generator).to(device)
     labels = torch.randint(0, num_classes, (args.batch,), generator=generator).to(device)
+    if args.dtype == "auto":
+        raise SystemExit("the reference has no precision='auto': time it as `reference` "
+                         "(float32) and `reference@mixedbf16` (bf16 autocast)")
     bf16 = args.dtype == "mixed_bfloat16"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if args.task == "teacher_ce":
@@ -156,6 +159,8 @@ def run_reference(args):
         )
         return terms["total"]
 
+    if args.torch_compile:  # the reference in its best GPU mode: forward + objective compiled
+        losses = torch.compile(losses)
     step, first_loss = _torch_training_step(optimizer, losses, sync, args.warmup)
     step = _repeated(step, args.steps_per_call)
 
@@ -264,6 +269,14 @@ def run_keras(args):
     backend = keras.backend.backend()
     if os.environ.get("SPECTRALKD_TRIM_AFTER_COMPILE") and backend == "jax":
         release_heap_after_jax_compiles()
+    chosen = None
+    if args.dtype == "auto":  # what a run with precision="auto" takes on this machine
+        from keras_spectralkd import precision as precision_lib
+
+        choice = precision_lib.choose("auto", ["gpu"] if args.device == "gpu" else [],
+                                      teacher=args.task == "distill", backend=backend)
+        args.dtype, args.teacher_dtype, chosen = choice.policy, choice.teacher_dtype, choice
+        args.no_jit = args.no_jit or choice.jit_compile is False
     if args.dtype != "float32":
         keras.config.set_dtype_policy(args.dtype)
     student_name, teacher_name, pairs, weight = PAIRS[args.pair]
@@ -278,10 +291,13 @@ def run_keras(args):
     else:
         distiller = Distiller(teacher, student, layer_pairs=pairs, mode="soft",
                               spectral_weight=weight, **teacher_dtype_kwargs(args))
+        # As the runner: a low-precision copy replaces the float32 original, which is freed.
+        teacher = distiller.teacher
     optimizer = keras.optimizers.AdamW(5e-4, weight_decay=0.05, epsilon=1e-8)
     if args.dtype == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    distiller.compile(optimizer=optimizer, jit_compile=backend != "torch" or args.torch_compile)
+    jit = (backend != "torch" or args.torch_compile) and not args.no_jit
+    distiller.compile(optimizer=optimizer, jit_compile=jit)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((args.batch, side, side, 3)).astype("float32")
     labels = rng.integers(0, num_classes, (args.batch,))
@@ -336,7 +352,10 @@ def run_keras(args):
                                            labels, t_units))
         return result
 
-    return step, {"loss": first_loss}, extras
+    info = {"loss": first_loss}
+    if chosen:
+        info["precision"] = chosen.describe()
+    return step, info, extras
 
 
 def teacher_dtype_kwargs(args):
@@ -350,7 +369,7 @@ def _keras_breakdown(args, backend, teacher, student, distiller, images, labels,
 
     from keras_spectralkd import Distiller
 
-    jit = backend != "torch" or args.torch_compile
+    jit = (backend != "torch" or args.torch_compile) and not args.no_jit
     # Teacher inference: a model with the teacher's logits and the paired maps.
     inputs = keras.Input(tuple(images.shape[1:]))
     teacher_model = keras.Model(inputs, teacher.forward_intermediates(inputs, t_units))
@@ -440,8 +459,10 @@ def child(args):
     serve(lambda: run_reference(args) if reference else run_keras(args))
 
 
-# Variants of a contender, `backend@variant` in --contenders (e.g. "jax@onednn,jax"): XLA:CPU
-# flags (for jax and tensorflow) or a low-precision teacher (ours).
+# Variants of a contender, `backend@variant` in --contenders (e.g. "jax@onednn,jax"; several
+# joined by "+"): XLA:CPU flags (for jax and tensorflow), a low-precision teacher (ours),
+# `nojit`: TensorFlow without XLA, or `compile`: `torch.compile` (the reference's loss and
+# backward; ours on torch: jit_compile=True).
 VARIANT_ENV = {
     "onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"},
     "xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
@@ -454,8 +475,9 @@ VARIANT_ENV = {
 }
 VARIANT_TEACHER_DTYPE = {"bf16teacher": "bfloat16", "f16teacher": "float16"}
 # ... or a contender's own --dtype, so that both precisions time in one interleaved run
-# (`reference,reference@mixedbf16`: the reference in float32 and under bf16 autocast).
-VARIANT_DTYPE = {"mixedbf16": "mixed_bfloat16"}
+# (`reference,reference@mixedbf16`: the reference in float32 and under bf16 autocast; `torch@auto`:
+# ours with what precision="auto" chooses on this machine, `keras_spectralkd/precision.py`).
+VARIANT_DTYPE = {"mixedbf16": "mixed_bfloat16", "auto": "auto"}
 
 
 def worker_spec(args, contender, batch):
@@ -464,11 +486,17 @@ def worker_spec(args, contender, batch):
     env.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     backend, _, variant = contender.partition("@")
-    known = sorted(VARIANT_ENV) + sorted(VARIANT_TEACHER_DTYPE) + sorted(VARIANT_DTYPE)
-    if variant and variant not in known:
-        raise SystemExit(f"unknown variant {variant!r} in {contender!r}; expected one of "
-                         f"{known}")
-    env.update(VARIANT_ENV.get(variant, {}))
+    variants = variant.split("+") if variant else []  # several at once: "tensorflow@auto+nojit"
+    known = (sorted(VARIANT_ENV) + sorted(VARIANT_TEACHER_DTYPE) + sorted(VARIANT_DTYPE)
+             + ["nojit", "compile"])
+    for name in variants:
+        if name not in known:
+            raise SystemExit(f"unknown variant {name!r} in {contender!r}; expected one of "
+                             f"{known}")
+        env.update(VARIANT_ENV.get(name, {}))
+    dtype = next((VARIANT_DTYPE[v] for v in variants if v in VARIANT_DTYPE), args.dtype)
+    teacher_dtype = next((VARIANT_TEACHER_DTYPE[v] for v in variants
+                          if v in VARIANT_TEACHER_DTYPE), args.teacher_dtype)
     # The reference needs no Keras; torch keeps anything that imports it from loading TensorFlow.
     env["KERAS_BACKEND"] = "torch" if backend == "reference" else backend
     if args.device == "cpu":
@@ -478,14 +506,14 @@ def worker_spec(args, contender, batch):
     command = [
         sys.executable, os.path.abspath(__file__), "--child", "--contender", contender,
         "--batch", str(batch), "--pair", args.pair, "--steps", str(args.steps),
-        "--warmup", str(args.warmup), "--dtype", VARIANT_DTYPE.get(variant, args.dtype),
+        "--warmup", str(args.warmup), "--dtype", dtype,
         "--device", args.device,
         "--threads", str(args.threads), "--task", args.task, "--loop", args.loop,
         "--steps_per_call", str(args.steps_per_call),
     ]
-    teacher_dtype = VARIANT_TEACHER_DTYPE.get(variant, args.teacher_dtype)
     command += ["--teacher_dtype", teacher_dtype] if teacher_dtype else []
-    command += ["--torch_compile"] if args.torch_compile else []
+    command += ["--no_jit"] if "nojit" in variants else []
+    command += ["--torch_compile"] if args.torch_compile or "compile" in variants else []
     command += ["--breakdown"] if args.breakdown else []
     return contender, command, env
 
@@ -529,24 +557,32 @@ def print_table(args, rows):
           f"{args.dtype}, {args.device}, {args.threads} threads, median of {args.steps} "
           f"interleaved rounds of {args.steps_per_call} step(s) (ours through "
           f"`{args.loop}`) after {args.warmup} warm-up steps")
-    header = ("| batch | contender | s/step | img/s | vs reference | peak RSS (MB) "
-              "| spectral share | first loss |")
+    # Speed ratios against each reference that ran: float32, and its bf16 autocast mode.
+    baselines = [c for c in ("reference", "reference@mixedbf16")
+                 if any(name == c and r for _, name, r in rows)]
+    header = ("| batch | contender | s/step | img/s | "
+              + "".join(f"vs {c} | " for c in baselines or ["reference"])
+              + "peak RSS (MB) | spectral share | first loss |")
     print(header)
-    print("|" + "---|" * 8)
-    reference = {b: r for b, c, r in rows if c == "reference" and r}
+    print("|" + "---|" * (7 + max(len(baselines), 1)))
     for batch, contender, result in rows:
         if result is None:
-            print(f"| {batch} | {contender} | failed | | | | | |")
+            print(f"| {batch} | {contender} | failed |" + " |" * (4 + max(len(baselines), 1)))
             continue
         ips = batch / result["seconds"]
-        ratio = ""
-        if batch in reference:
-            ratio = f"{reference[batch]['seconds'] / result['seconds']:.2f}x"
+        ratios = []
+        for baseline in baselines or ["reference"]:
+            base = next((r for b, c, r in rows if b == batch and c == baseline and r), None)
+            ratios.append(f"{base['seconds'] / result['seconds']:.2f}x" if base else "")
         share = ""
         if "spectral_seconds" in result:
             share = f"{100.0 * result['spectral_seconds'] / result['seconds']:.1f}%"
-        print(f"| {batch} | {contender} | {result['seconds']:.3f} | {ips:.2f} | {ratio} "
-              f"| {result['peak_rss_mb']:.0f} | {share} | {result['loss']:.5f} |")
+        print(f"| {batch} | {contender} | {result['seconds']:.3f} | {ips:.2f} | "
+              + "".join(f"{r} | " for r in ratios)
+              + f"{result['peak_rss_mb']:.0f} | {share} | {result['loss']:.5f} |")
+    for batch, contender, result in rows:
+        if result and "precision" in result:
+            print(f"{contender} (batch {batch}) ran precision=\"auto\": {result['precision']}")
     if args.breakdown:
         print_breakdown(rows)
 
@@ -587,11 +623,19 @@ def main():
                         help="steps per timed call, for every contender (default: 4 with "
                              "--loop fit, 1 with train_on_batch); the table shows s per step")
     parser.add_argument("--dtype", default="float32",
-                        choices=["float32", "mixed_bfloat16", "mixed_float16"])
+                        choices=["float32", "mixed_bfloat16", "mixed_float16", "auto"],
+                        help="auto (ours only): what precision=\"auto\" chooses on this "
+                             "machine; for a contender alone, `backend@auto` in --contenders")
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--torch_compile", action="store_true",
-                        help="jit_compile=True on the Keras torch backend (torch.compile)")
+                        help="torch.compile: the reference's forward and objective; ours on "
+                             "the Keras torch backend: jit_compile=True; `backend@compile` for "
+                             "one contender")
+    parser.add_argument("--no_jit", action="store_true",
+                        help="ours on TensorFlow: jit_compile=False (TensorFlow's own kernels, "
+                             "oneDNN on a CPU, instead of XLA); `tensorflow@nojit` for one "
+                             "contender")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the parts alone: teacher forward, the step without KD "
                              "(student forward/backward + AdamW), AdamW alone")

@@ -3,7 +3,8 @@
 The public API: `import keras_spectralkd as ks`, then `ks.models.create(...)`,
 `ks.convert.from_timm(...)`, `ks.Distiller`, `ks.TeacherCache`, `ks.SpectralDistillation`, `ks.analysis`,
 `ks.callbacks.SpectralTensorBoard`, `ks.data`, `ks.taps` (named layers of any Keras model),
-`ks.training` and the spectral functions. Each
+`ks.training`, `ks.precision` (what `precision="auto"` picks on this machine) and the spectral
+functions. Each
 is imported on first use (PEP 562), so importing the package imports neither Keras nor a
 backend, and changes nothing in the process. See README.md for what each piece computes;
 "SPEC.md N" in docstrings refers to section N of keras_spectralkd/SPEC.md, shipped with the
@@ -21,6 +22,7 @@ _EXPORTS = {
     "convert": "keras_spectralkd.convert",
     "data": "keras_spectralkd.data",
     "models": "keras_spectralkd.models",
+    "precision": "keras_spectralkd.precision",
     "spectral": "keras_spectralkd.spectral",
     "taps": "keras_spectralkd.taps",
     "training": "keras_spectralkd.training",

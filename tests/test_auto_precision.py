@@ -1,9 +1,10 @@
 """`precision="auto"` (issue 24): what it chooses on each machine, and that its bfloat16 teacher
 costs no accuracy.
 
-The choice (`recipes.precision.choose`): a GPU -> mixed_bfloat16; a CPU with bf16 matmul units
-(`avx512_bf16` / `amx_bf16` in /proc/cpuinfo, or SPECTRALKD_CPU_BF16=1) -> the frozen teacher in
-bfloat16 and the student in `CPU_BF16_STUDENT_POLICY`; any other CPU -> float32.
+The choice (`keras_spectralkd.precision.choose`): a GPU -> mixed_bfloat16; a CPU with bf16 matmul
+units (`avx512_bf16` / `amx_bf16` in /proc/cpuinfo, or SPECTRALKD_CPU_BF16=1) -> the frozen
+teacher in bfloat16 and the student in `CPU_BF16_STUDENT_POLICY` (mixed_bfloat16), on
+TensorFlow without XLA; any other CPU -> float32.
 
 The accuracy checks run on the study's trained CaiT teacher, shipped with the package
 (`STUDY_TEACHER_PATH`: 84.6% test top-1), so that its logits have a trained model's margins (a
@@ -12,9 +13,9 @@ agreed on 509 of 512 images):
 - the bf16 copy's top-1 equals the float32 teacher's on >= 99.5% of 512 test images;
 - the spectral loss of a distilled student's maps against the bf16 teacher's is within 1% of
   the one against the float32 teacher's;
-- students distilled through the runner with precision="auto" (bf16 teacher) land within the
-  seed spread of the same seeds distilled with the float32 teacher (paired seeds: the same
-  initial weights and batches, only the teacher's precision differs): their mean top-1 inside
+- students distilled through the runner with precision="auto" (bf16 teacher, mixed_bfloat16
+  student) land within the seed spread of the same seeds distilled in float32 (paired seeds:
+  the same initial weights and batches, only the precision differs): their mean top-1 inside
   the float32 seeds' range, and each seed's validation loss (continuous, so a finer check than
   top-1 on 512 images) within that range's width of its float32 twin's.
 """
@@ -30,7 +31,7 @@ from keras import ops
 
 from keras_spectralkd import Distiller, models, spectral
 from keras_spectralkd._low_precision import in_dtype
-from keras_spectralkd.recipes import precision as precision_lib
+from keras_spectralkd import precision as precision_lib
 from keras_spectralkd.recipes import runner
 from keras_spectralkd.recipes.table import RECIPES, STUDY_TEACHER_PATH
 
@@ -67,6 +68,35 @@ def test_auto_on_a_cpu_follows_its_bf16_flags(tmp_path, monkeypatch, flags, expe
     seen = [f for f in flags if f in precision_lib.BF16_CPU_FLAGS]
     assert ("no GPU" in choice.reason) and all(f in choice.reason for f in seen)
     assert ("without bf16" in choice.reason) == (not seen)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_auto_leaves_xla_out_only_for_tensorflow_on_a_bf16_cpu(tmp_path, monkeypatch, backend):
+    # XLA:CPU's bf16 kernels are slower than TensorFlow's own (docs/performance.md).
+    monkeypatch.delenv(precision_lib.CPU_BF16_ENV, raising=False)
+    with_bf16 = write_cpuinfo(tmp_path / "with", ["avx512_bf16"])
+    without = write_cpuinfo(tmp_path / "without", [])
+    bf16_cpu = precision_lib.choose("auto", [], backend=backend, cpuinfo=with_bf16)
+    assert bf16_cpu.jit_compile is (False if backend == "tensorflow" else None)
+    assert ("without XLA" in bf16_cpu.describe()) == (backend == "tensorflow")
+    for other in (precision_lib.choose("auto", [], backend=backend, cpuinfo=without),
+                  precision_lib.choose("auto", ["gpu:0"], backend=backend, cpuinfo=with_bf16),
+                  precision_lib.choose("float32", [], backend=backend, cpuinfo=with_bf16)):
+        assert other.jit_compile is None, other
+
+
+def test_the_runner_takes_the_xla_setting_only_when_left_to_auto(monkeypatch):
+    monkeypatch.setenv(precision_lib.CPU_BF16_ENV, "1")
+    recipe = RECIPES["deit_tiny"]
+    for jit, backend, expected in [("auto", "tensorflow", False), (True, "tensorflow", True),
+                                   ("auto", "jax", "auto"), ("auto", "torch", "auto")]:
+        config = recipe.config("tiny", precision="auto", jit_compile=jit)
+        resolved, choice = runner.resolve_precision(config, [], backend)
+        assert resolved.jit_compile == expected, (jit, backend, resolved.jit_compile)
+        assert choice.teacher_dtype == "bfloat16"
+    # A set precision changes nothing.
+    config = recipe.config("tiny", precision="float32")
+    assert runner.resolve_precision(config, [], "tensorflow")[0].jit_compile == "auto"
 
 
 def test_auto_with_a_gpu_and_explicit_precisions(tmp_path, monkeypatch):
@@ -110,9 +140,12 @@ def test_a_run_says_what_auto_chose_first(tmp_path, monkeypatch, capsys):
     with pytest.raises(FileNotFoundError):
         runner.run(recipe, config)
     first = capsys.readouterr().out.splitlines()[0]
+    tensorflow = keras.backend.backend() == "tensorflow"
     assert first == (f"[deit_tiny] precision: {precision_lib.CPU_BF16_STUDENT_POLICY}, frozen "
-                     "teacher in bfloat16; auto: no GPU, a CPU with bf16 matmul units "
-                     "(SPECTRALKD_CPU_BF16=1).")
+                     "teacher in bfloat16" + (", step without XLA" if tensorflow else "")
+                     + "; auto: no GPU, a CPU with bf16 matmul units (SPECTRALKD_CPU_BF16=1)"
+                     + ("; TensorFlow's own bf16 kernels, faster than XLA:CPU's" if tensorflow
+                        else "") + ".")
 
 
 # === Accuracy of the bf16 teacher ===

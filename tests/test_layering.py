@@ -41,7 +41,7 @@ PACKAGE = "keras_spectralkd"
 ROOT = pathlib.Path(__file__).resolve().parent.parent / PACKAGE
 API = "(the package __init__)"
 LAYERS = [
-    ("_startup", "_keras_internals"),
+    ("_startup", "_keras_internals", "precision"),
     ("spectral", "models", "data", "_low_precision", "taps"),
     ("convert", "distiller", "teacher_cache", "analysis", "training"),
     ("callbacks", "distillation_loss"),

@@ -62,7 +62,9 @@ class Attention(layers.Layer):
         qkv = ops.reshape(
             self.qkv(x), (-1,) + tuple(x.shape[1:-1]) + (3, self.num_heads, self.head_dim)
         )
-        return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        # One unstack, not three slices: on torch, each slice's gradient is a zero-filled
+        # tensor of qkv's full size; unstack's is a single stack.
+        return tuple(ops.unstack(qkv, num=3, axis=-3))
 
     def merge_heads(self, x):
         """(B, ..., N, heads, head_dim) -> (B, ..., N, C), then the output projection."""

@@ -102,7 +102,8 @@ class RunConfig:
     cutmix: float = setting("imagenet: CutMix alpha (0: off, as the paper).", 0.0, low=0.0)
     precision: str = setting("'auto': mixed_bfloat16 on GPUs; on a CPU with bf16 matmul units "
                              "(AVX512-BF16, AMX) the frozen teacher in bfloat16, the student in "
-                             "float32; float32 on other CPUs (keras_spectralkd.recipes.precision)"
+                             "mixed_bfloat16 (TensorFlow: without XLA, when jit_compile=auto); "
+                             "float32 on other CPUs (keras_spectralkd.precision)"
                              ". mixed_float16 uses loss scaling. The spectral loss is float32 in "
                              "every case.",
                              "auto", choices=PRECISION_CHOICES)

@@ -30,7 +30,7 @@ from keras_spectralkd import models
 from keras_spectralkd.callbacks import SpectralTensorBoard
 from keras_spectralkd.convert import pretrained
 from keras_spectralkd.distiller import Distiller
-from keras_spectralkd.recipes import precision as precision_lib
+from keras_spectralkd import precision as precision_lib
 from keras_spectralkd.recipes.config import Recipe, RunConfig
 from keras_spectralkd.teacher_cache import TeacherCache
 from keras_spectralkd.training import checkpoint as checkpoint_lib
@@ -148,6 +148,18 @@ def accelerators():
     import tensorflow as tf
 
     return tf.config.list_physical_devices("GPU")
+
+
+def resolve_precision(config, gpus, backend):
+    """(config, `precision.Precision`): what `config.precision` means on this machine and
+    `backend`; the config's `jit_compile="auto"` takes the choice's XLA setting where it has one
+    (TensorFlow on a bf16 CPU: without XLA)."""
+    choice = precision_lib.choose(config.precision, gpus, teacher=config.mode != "none",
+                                  teacher_rebuilds=config.teacher != KERAS_MODEL_TEACHER,
+                                  backend=backend)
+    if config.jit_compile == "auto" and choice.jit_compile is not None:
+        config = dataclasses.replace(config, jit_compile=choice.jit_compile)
+    return config, choice
 
 
 def check_precision(precision, backend, gpus):
@@ -337,8 +349,7 @@ def run(recipe, config, data=None, callbacks=(), teacher_cache=None):
     # Joining the other processes of a multi-machine run must come before other backend work.
     distribute.initialize_multi_process()
     gpus = accelerators()
-    choice = precision_lib.choose(config.precision, gpus, teacher=config.mode != "none",
-                                  teacher_rebuilds=config.teacher != KERAS_MODEL_TEACHER)
+    config, choice = resolve_precision(config, gpus, keras.backend.backend())
     precision = choice.policy
     _log(config, f"[{recipe.name}] precision: {choice.describe()}.")
     check_precision(precision, keras.backend.backend(), gpus)

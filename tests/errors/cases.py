@@ -673,7 +673,7 @@ def _(tmp_path, capsys):
 
 @case("R12")
 def _(tmp_path, capsys):
-    from keras_spectralkd.recipes import precision
+    from keras_spectralkd import precision
 
     os.environ[precision.CPU_BF16_ENV] = "maybe"
     try:  # what the runner decides first for precision=auto on a CPU
