@@ -38,8 +38,9 @@ from keras_spectralkd.recipes.table import RECIPES, STUDY_TEACHER_PATH
 # The images the checks count; the 512.
 TEST_IMAGES = 512
 SEEDS = (0, 1, 2)
+# jit_compile as users leave it ("auto": XLA on JAX; on TensorFlow what the precision chooses).
 DATA = dict(train_size=3000, validation_size=TEST_IMAGES, tensorboard=False, verbose=0,
-            ema_decay=0.0, jit_compile=False)
+            ema_decay=0.0, jit_compile="auto")
 # The study preset's students (they take the shipped teacher), two short epochs, the teacher
 # online (no cache: the bf16 copy runs in every step).
 STUDENT_RUN = dict(DATA, epochs=2, warmup_epochs=0, lr=2e-3, cache_teacher=False)
