@@ -296,8 +296,7 @@ def run_keras(args):
     optimizer = keras.optimizers.AdamW(5e-4, weight_decay=0.05, epsilon=1e-8)
     if args.dtype == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    jit = (backend != "torch" or args.torch_compile) and not args.no_jit
-    distiller.compile(optimizer=optimizer, jit_compile=jit)
+    distiller.compile(optimizer=optimizer, jit_compile=compiled(args, backend))
     rng = np.random.default_rng(0)
     images = rng.standard_normal((args.batch, side, side, 3)).astype("float32")
     labels = rng.integers(0, num_classes, (args.batch,))
@@ -358,6 +357,12 @@ def run_keras(args):
     return step, info, extras
 
 
+def compiled(args, backend):
+    """Ours: the step's `jit_compile` (XLA on TensorFlow and JAX unless `--no_jit`;
+    torch.compile on torch with `--torch_compile`)."""
+    return (backend != "torch" or args.torch_compile) and not args.no_jit
+
+
 def teacher_dtype_kwargs(args):
     """`teacher_dtype=...` for the Distiller when asked for (older Distillers lack it)."""
     return {"teacher_dtype": args.teacher_dtype} if args.teacher_dtype else {}
@@ -369,7 +374,7 @@ def _keras_breakdown(args, backend, teacher, student, distiller, images, labels,
 
     from keras_spectralkd import Distiller
 
-    jit = (backend != "torch" or args.torch_compile) and not args.no_jit
+    jit = compiled(args, backend)
     # Teacher inference: a model with the teacher's logits and the paired maps.
     inputs = keras.Input(tuple(images.shape[1:]))
     teacher_model = keras.Model(inputs, teacher.forward_intermediates(inputs, t_units))
@@ -559,19 +564,19 @@ def print_table(args, rows):
           f"`{args.loop}`) after {args.warmup} warm-up steps")
     # Speed ratios against each reference that ran: float32, and its bf16 autocast mode.
     baselines = [c for c in ("reference", "reference@mixedbf16")
-                 if any(name == c and r for _, name, r in rows)]
+                 if any(name == c and r for _, name, r in rows)] or ["reference"]
     header = ("| batch | contender | s/step | img/s | "
-              + "".join(f"vs {c} | " for c in baselines or ["reference"])
+              + "".join(f"vs {c} | " for c in baselines)
               + "peak RSS (MB) | spectral share | first loss |")
     print(header)
-    print("|" + "---|" * (7 + max(len(baselines), 1)))
+    print("|" + "---|" * (7 + len(baselines)))
     for batch, contender, result in rows:
         if result is None:
-            print(f"| {batch} | {contender} | failed |" + " |" * (4 + max(len(baselines), 1)))
+            print(f"| {batch} | {contender} | failed |" + " |" * (4 + len(baselines)))
             continue
         ips = batch / result["seconds"]
         ratios = []
-        for baseline in baselines or ["reference"]:
+        for baseline in baselines:
             base = next((r for b, c, r in rows if b == batch and c == baseline and r), None)
             ratios.append(f"{base['seconds'] / result['seconds']:.2f}x" if base else "")
         share = ""

@@ -27,10 +27,10 @@ import keras
 
 from keras_spectralkd import data as data_lib
 from keras_spectralkd import models
+from keras_spectralkd import precision as precision_lib
 from keras_spectralkd.callbacks import SpectralTensorBoard
 from keras_spectralkd.convert import pretrained
 from keras_spectralkd.distiller import Distiller
-from keras_spectralkd import precision as precision_lib
 from keras_spectralkd.recipes.config import Recipe, RunConfig
 from keras_spectralkd.teacher_cache import TeacherCache
 from keras_spectralkd.training import checkpoint as checkpoint_lib
